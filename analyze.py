@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Look inside a trained CapsNet.
+
+    python analyze.py -g 0 --load saved_model            # render the figures
+    python analyze.py --load saved_model --evaluate      # test accuracy, JSON
+
+Renders into --out (default: analysis/ inside the loaded folder):
+reconstructions.png (inputs over their reconstructions), mask_grid.png (two
+test images per digit, then one reconstruction row per digit mask) and
+interpolation_<d>.png for each digit d (16 capsule dimensions x 11 tweaks of
+-0.25 .. +0.25, as the paper's Figure 4).
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy
+
+import capsnet  # noqa: F401  (patches chainer before its first import)
+import chainer
+
+from capsnet import checkpoint
+from capsnet import cli
+from capsnet import data
+from capsnet import visualize
+from capsnet.errors import UserError
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    cli.add_common_arguments(p)
+    p.add_argument('--load', required=True,
+                   help='a save folder of train.py, or a model .npz file')
+    p.add_argument('--out', default=None, help='output folder for the PNGs')
+    p.add_argument('--evaluate', action='store_true',
+                   help='print the test accuracy as one JSON line instead')
+    p.add_argument('-b', '--batchsize', type=int, default=256)
+    return p.parse_args(argv)
+
+
+def evaluate(model, images, labels, device, batchsize):
+    """Fraction of ``images`` whose longest capsule is their label."""
+    converter = data.BatchConverter()
+    correct = 0
+    for start in range(0, len(images), batchsize):
+        batch = list(zip(images[start:start + batchsize],
+                         labels[start:start + batchsize]))
+        x, t = converter(batch, device)
+        _, predicted = visualize.digit_capsules(model, x)
+        correct += int((predicted == t).sum())
+    return correct / len(images)
+
+
+def render(model, images, labels, device, out):
+    if not model.options['reconstruct']:
+        raise UserError('this model has no decoder (trained with '
+                        '--no-reconstruct): only --evaluate applies')
+    n_classes = model.options['n_classes']
+    # two test images per digit, in digit order
+    picks = numpy.concatenate(
+        [numpy.flatnonzero(labels == d)[:2] for d in range(n_classes)])
+    if len(picks) < 2 * n_classes:
+        raise UserError('the test images hold fewer than two of each digit')
+    x = device.send(images[picks].astype(numpy.float32) / 255)
+    inputs = images[picks, 0] / 255
+    v, predicted = visualize.digit_capsules(model, x)
+    predicted = chainer.backend.CpuDevice().send(predicted)
+    reconstructed = visualize.decode(model, v, predicted)
+    truth = ['{}'.format(t) for t in labels[picks]]
+    visualize.save_grid(
+        os.path.join(out, 'reconstructions.png'), [inputs, reconstructed],
+        ['input', 'recon.'], ['{}->{}'.format(t, p)
+                              for t, p in zip(labels[picks], predicted)],
+        title='Inputs and their reconstructions from the longest capsule '
+        '(true->predicted)')
+    masks = visualize.mask_grid(model, x)
+    visualize.save_grid(
+        os.path.join(out, 'mask_grid.png'), [inputs, *masks],
+        ['input'] + ['mask {}'.format(j) for j in range(n_classes)], truth,
+        title='Reconstruction from each digit capsule alone')
+    deltas = visualize.DELTAS
+    for d in range(n_classes):
+        # the first test image of digit d
+        grid = visualize.interpolation_grid(model, x[2 * d:2 * d + 1], d)
+        visualize.save_grid(
+            os.path.join(out, 'interpolation_{}.png'.format(d)), grid,
+            ['dim {}'.format(k) for k in range(len(grid))],
+            ['{:+.2f}'.format(t) for t in deltas],
+            title='Digit {}: each capsule dimension tweaked '
+            '(red: untweaked)'.format(d),
+            marked_col=int(numpy.flatnonzero(deltas == 0)[0]))
+    print('rendered {} images into {}'.format(2 + n_classes, out))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = cli.get_device(args.gpu)
+    path = checkpoint.model_path(args.load)
+    model = checkpoint.load_model(path)
+    model.to_device(device)
+    images, labels = data.load(args.dataset, args.data_dir, ('test',))['test']
+    images, labels = images[:args.test_size], labels[:args.test_size]
+    if args.evaluate:
+        accuracy = evaluate(model, images, labels, device, args.batchsize)
+        print(json.dumps({'accuracy': round(accuracy, 6),
+                          'error_percent': round(100 * (1 - accuracy), 4),
+                          'n': len(images)}))
+        return
+    out = args.out or os.path.join(os.path.dirname(path), 'analysis')
+    render(model, images, labels, device, cli.writable_dir(out))
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run(main))

@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Training and evaluation speed of this CapsNet, one JSON line.
+
+Same protocol as the PyTorch reference (../shared/bench/torch_capsnet.py):
+random MNIST-shaped data; a training step is forward, backward and an Adam
+update; evaluation is a forward pass without backprop (test-mode masking).
+
+    python bench/benchmark.py --batch 128 --steps 5 --warmup 2 [-g 0]
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+import numpy
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+import capsnet  # noqa: E402  (patches chainer before its first import)
+import chainer  # noqa: E402
+
+from capsnet import cli  # noqa: E402
+from capsnet.model import CapsNet  # noqa: E402
+from capsnet.model import CapsNetLoss  # noqa: E402
+
+
+def timed(step, warmup, steps, sync):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--batch', type=int, default=128)
+    p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--routing', type=int, default=3)
+    p.add_argument('-g', '--gpu', type=int, default=-1)
+    p.add_argument('--seed', type=int, default=0)
+    args = p.parse_args()
+
+    device = cli.get_device(args.gpu)
+    xp = device.xp
+    sync = (xp.cuda.Device().synchronize if xp is not numpy
+            else lambda: None)
+    numpy.random.seed(args.seed)
+    model = CapsNet(routing=args.routing)
+    model.to_device(device)
+    loss = CapsNetLoss(model)
+    optimizer = chainer.optimizers.Adam(alpha=1e-3)
+    optimizer.setup(loss)
+    rng = numpy.random.RandomState(args.seed)
+    x = device.send(rng.rand(args.batch, 1, 28, 28).astype(numpy.float32))
+    t = device.send(rng.randint(0, 10, args.batch).astype(numpy.int32))
+
+    def eval_step():
+        with chainer.using_config('train', False), \
+                chainer.no_backprop_mode():
+            model(x)
+
+    train_times = timed(lambda: optimizer.update(loss, x, t),
+                        args.warmup, args.steps, sync)
+    eval_times = timed(eval_step, args.warmup, args.steps, sync)
+    print(json.dumps({
+        'impl': 'capsnet (chainer {}, {})'.format(
+            chainer.__version__, 'cupy' if xp is not numpy else 'numpy'),
+        'batch': args.batch, 'routing': args.routing,
+        'warmup': args.warmup, 'steps': args.steps,
+        'params': int(sum(p.size for p in model.params())),
+        'train_img_s': round(args.batch * args.steps / sum(train_times), 2),
+        'eval_img_s': round(args.batch * args.steps / sum(eval_times), 2),
+        'train_step_s': [round(s, 4) for s in train_times],
+        'eval_step_s': [round(s, 4) for s in eval_times],
+        'max_rss_mib': round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        'machine': platform.machine(),
+    }))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,4 @@
+"""CapsNet for Chainer: "Dynamic Routing Between Capsules" (Sabour et al. 2017)."""
+from capsnet import compat  # noqa: F401  (must precede every chainer import)
+from capsnet.model import CapsNet  # noqa: F401
+from capsnet.model import CapsNetLoss  # noqa: F401

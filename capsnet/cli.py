@@ -1,0 +1,61 @@
+"""What train.py and analyze.py share: flags, device, folders, errors."""
+import os
+import sys
+import tempfile
+
+import chainer
+from chainer.backends import cuda
+
+from capsnet.errors import UserError
+
+
+def add_common_arguments(parser):
+    parser.add_argument('-g', '--gpu', type=int, default=-1,
+                        help='GPU id; -1 runs on the CPU (default)')
+    parser.add_argument('--dataset', default='mnist',
+                        choices=['mnist', 'fashion-mnist'])
+    parser.add_argument('--data-dir', default=None,
+                        help='folder of the four IDX files (.gz or not); by '
+                        "default they are downloaded once to Chainer's cache")
+    parser.add_argument('--test-size', type=int, default=None,
+                        help='use only the first N test images')
+
+
+def get_device(gpu):
+    """The chainer Device for -g: NumPy for -1, else CuPy on that GPU."""
+    if gpu < 0:
+        return chainer.get_device('@numpy')
+    if not cuda.available:
+        raise UserError('-g {} asks for a GPU, but CuPy with CUDA is not '
+                        'available here; use -g -1 for the CPU'.format(gpu))
+    count = cuda.cupy.cuda.runtime.getDeviceCount()
+    if gpu >= count:
+        raise UserError('-g {}: this machine has {} GPU(s)'.format(gpu, count))
+    device = chainer.get_device('@cupy:{}'.format(gpu))
+    device.use()
+    return device
+
+
+def writable_dir(path):
+    """Create ``path`` if needed and check that files can be written in it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UserError('cannot write to {}: {}'.format(
+            path, e.strerror or e))
+    return path
+
+
+def run(main):
+    """Run ``main()``; a UserError becomes one line on stderr and exit 1."""
+    try:
+        main()
+    except UserError as e:
+        print('error: {}'.format(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    return 0

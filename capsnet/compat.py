@@ -1,0 +1,33 @@
+"""Make Chainer 7.8.1, the last release, import and run on current stacks.
+
+Import this module before ``chainer`` (``import capsnet`` does). It mends the
+three breaks that stop Chainer from importing on NumPy 2, Python >= 3.12 or
+setuptools >= 82:
+
+1. ``chainer/functions/array/as_strided.py`` reads ``numpy.sctypes``, removed
+   in NumPy 2.0: we put back the two entries it reads.
+2. and 3. ``chainer/_environment_check.py`` imports ``numpy.distutils`` (gone
+   with NumPy 2 and Python 3.12) and ``pkg_resources`` (gone with setuptools
+   82), only to print advisory warnings. We register an empty stand-in for that
+   module, so those imports never run; nothing else in Chainer uses them.
+"""
+import sys
+import types
+
+import numpy
+
+if not hasattr(numpy, 'sctypes'):
+    numpy.sctypes = {
+        'int': [numpy.int8, numpy.int16, numpy.int32, numpy.int64],
+        'uint': [numpy.uint8, numpy.uint16, numpy.uint32, numpy.uint64],
+        'float': [numpy.float16, numpy.float32, numpy.float64],
+        'complex': [numpy.complex64, numpy.complex128],
+        'others': [bool, object, bytes, str, numpy.void],
+    }
+
+if 'chainer' not in sys.modules:
+    _check = types.ModuleType('chainer._environment_check')
+    _check.check = lambda: None
+    sys.modules['chainer._environment_check'] = _check
+
+import chainer  # noqa: E402,F401  (the fixes above must come first)

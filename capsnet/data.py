@@ -1,0 +1,211 @@
+"""MNIST-format data: IDX files, downloads, splits and per-image shifts.
+
+Images stay uint8 (N, 1, 28, 28) in memory; ``BatchConverter`` turns a batch
+into float32 in [0, 1] on the target device, shifting each image on the way.
+"""
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+
+import numpy
+
+import chainer
+from chainer.dataset import convert
+from chainer.datasets import TupleDataset
+
+from capsnet.errors import UserError
+
+FILES = {
+    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+    'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
+}
+
+# Mirrors are tried in order (yann.lecun.com has been answering 403); each
+# file is verified by the md5 of its *uncompressed* bytes, which identifies
+# the data whatever gzip settings a mirror used.
+DATASETS = {
+    'mnist': {
+        'mirrors': [
+            'https://ossci-datasets.s3.amazonaws.com/mnist/',
+            'https://storage.googleapis.com/cvdf-datasets/mnist/',
+            'http://yann.lecun.com/exdb/mnist/',
+        ],
+        'md5': {
+            'train-images-idx3-ubyte': '6bbc9ace898e44ae57da46a324031adb',
+            'train-labels-idx1-ubyte': 'a25bea736e30d166cdddb491f175f624',
+            't10k-images-idx3-ubyte': '2646ac647ad5339dbf082846283269ea',
+            't10k-labels-idx1-ubyte': '27ae3e4e09519cfbb04c329615203637',
+        },
+    },
+    'fashion-mnist': {
+        'mirrors': [
+            'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
+            'https://github.com/zalandoresearch/fashion-mnist/raw/master/'
+            'data/fashion/',
+        ],
+        'md5': {
+            'train-images-idx3-ubyte': 'f4a8712d7a061bf5bd6d2ca38dc4d50a',
+            'train-labels-idx1-ubyte': '9018921c3c673c538a1fc5bad174d6f9',
+            't10k-images-idx3-ubyte': '8181f5470baa50b63fa0f6fddb340f0a',
+            't10k-labels-idx1-ubyte': '15d484375f8d13e6eb1aabb0c3f46965',
+        },
+    },
+}
+
+_IDX_DTYPES = {0x08: numpy.uint8}
+
+
+def parse_idx(raw, name):
+    """Bytes of an uncompressed IDX file -> uint8 array of its shape."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise UserError('{} is not an IDX file of unsigned bytes'.format(name))
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError('{} is truncated (incomplete header)'.format(name))
+    shape = tuple(int.from_bytes(raw[4 + 4 * k:8 + 4 * k], 'big')
+                  for k in range(ndim))
+    size = int(numpy.prod(shape))
+    if len(raw) - header != size:
+        raise UserError('{} is truncated or corrupt: {} data bytes for shape '
+                        '{}, expected {}'.format(
+                            name, len(raw) - header, shape, size))
+    return numpy.frombuffer(raw, numpy.uint8, offset=header).reshape(shape)
+
+
+def _read_bytes(path):
+    """Contents of ``path``, gunzipped if it is a .gz file."""
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+        return gzip.decompress(raw) if path.endswith('.gz') else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UserError('cannot read {}: {}'.format(path, e))
+
+
+def _find(directory, stem):
+    for name in (stem + '.gz', stem):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return path
+    raise UserError('{} has no {}[.gz]: give --data-dir a folder holding the '
+                    'four MNIST-format IDX files'.format(directory, stem))
+
+
+def read_split(directory, part):
+    """(images uint8 (N, 1, H, W), labels int32 (N,)) of 'train' or 'test'."""
+    stems = FILES[part]
+    images, labels = (parse_idx(_read_bytes(p), p) for p in
+                      (_find(directory, s) for s in stems))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError('{}: {} images {} do not match labels {}'.format(
+            directory, part, images.shape, labels.shape))
+    return images[:, None], labels.astype(numpy.int32)
+
+
+def download(directory, md5s, mirrors):
+    """Fetch each file named in ``md5s`` (as .gz) into ``directory`` unless a
+    verified copy is there; try the mirrors in order."""
+    os.makedirs(directory, exist_ok=True)
+    for stem, md5 in md5s.items():
+        path = os.path.join(directory, stem + '.gz')
+        if os.path.exists(path):
+            continue
+        errors = []
+        for mirror in mirrors:
+            url = mirror + stem + '.gz'
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    raw = response.read()
+                digest = hashlib.md5(gzip.decompress(raw)).hexdigest()
+            except (OSError, EOFError, gzip.BadGzipFile) as e:
+                errors.append('{}: {}'.format(url, e))
+                continue
+            if digest != md5:
+                errors.append('{}: checksum {} != {}'.format(url, digest, md5))
+                continue
+            _write_atomic(path, raw)
+            break
+        else:
+            raise UserError(
+                'could not download {} ({}); if offline, put the four IDX '
+                'files in a folder and pass --data-dir'.format(
+                    stem, '; '.join(errors)))
+
+
+def _write_atomic(path, raw):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.partial')
+    with os.fdopen(fd, 'wb') as f:
+        f.write(raw)
+    os.replace(tmp, path)
+
+
+def load(dataset='mnist', data_dir=None, parts=('train', 'test')):
+    """{part: (images, labels)} for each of ``parts`` ('train', 'test').
+
+    From ``data_dir`` if given, else from Chainer's dataset cache
+    (``$CHAINER_DATASET_ROOT``, by default ~/.chainer/dataset), downloading
+    once.
+    """
+    if dataset not in DATASETS:
+        raise UserError('unknown dataset {!r}; choose from {}'.format(
+            dataset, ', '.join(DATASETS)))
+    if data_dir is None:
+        data_dir = chainer.dataset.get_dataset_directory('capsnet/' + dataset)
+        info = DATASETS[dataset]
+        download(data_dir, {stem: info['md5'][stem] for part in parts
+                            for stem in FILES[part]}, info['mirrors'])
+    elif not os.path.isdir(data_dir):
+        raise UserError('--data-dir {} is not a folder'.format(data_dir))
+    return {part: read_split(data_dir, part) for part in parts}
+
+
+def make_splits(arrays, val_size=5000, train_size=None, test_size=None):
+    """Train, validation and test TupleDatasets.
+
+    Validation is the last ``val_size`` training images (none if 0); then
+    ``train_size`` and ``test_size`` keep the first N images of the rest.
+    """
+    images, labels = arrays['train']
+    if not 0 <= val_size < len(images):
+        raise UserError('--val-size must be in [0, {})'.format(len(images)))
+    n_train = len(images) - val_size
+    train = TupleDataset(images[:n_train][:train_size],
+                         labels[:n_train][:train_size])
+    val = TupleDataset(images[n_train:], labels[n_train:]) if val_size else None
+    test_images, test_labels = arrays['test']
+    test = TupleDataset(test_images[:test_size], test_labels[:test_size])
+    return train, val, test
+
+
+def random_shift(images, max_shift, rng):
+    """Move each image by its own (dy, dx) in [-max_shift, max_shift]^2,
+    filling with zeros: (N, C, H, W) -> (N, C, H, W)."""
+    n, c, h, w = images.shape
+    m = max_shift
+    padded = numpy.pad(images, ((0, 0), (0, 0), (m, m), (m, m)))
+    # (N, C, 2m+1, 2m+1, H, W): every shifted window, as a view
+    windows = numpy.lib.stride_tricks.sliding_window_view(
+        padded, (h, w), axis=(2, 3))
+    dy, dx = rng.integers(0, 2 * m + 1, size=(2, n))
+    return windows[numpy.arange(n), :, dy, dx]
+
+
+class BatchConverter(convert.Converter):
+    """[(image uint8 (1, H, W), label)] -> x float32 (N, 1, H, W) in [0, 1]
+    and t int32 (N,) on the device; each image shifted by up to
+    ``max_shift`` pixels (0: no augmentation, for evaluation)."""
+
+    def __init__(self, max_shift=0, seed=None):
+        self.max_shift = max_shift
+        self.rng = numpy.random.default_rng(seed)
+
+    def __call__(self, batch, device):
+        images, labels = convert.concat_examples(batch)
+        if self.max_shift:
+            images = random_shift(images, self.max_shift, self.rng)
+        x = images.astype(numpy.float32)
+        x *= 1 / 255
+        return device.send(x), device.send(labels)

@@ -1,0 +1,81 @@
+"""Capsule functions: squash, length, dynamic routing and the two losses.
+
+Axis names used throughout: N batch, I child (primary) capsules, J parent
+(digit) capsules, D capsule dimensions.
+"""
+import chainer.functions as F
+from chainer import backend
+
+EPS = 1e-8  # inside every square root: zero vectors give finite gradients
+
+
+def squash(s, axis=-1):
+    """v = |s|^2 / (1 + |s|^2) * s / |s|, along ``axis``; same shape as ``s``.
+
+    The norm is sqrt(|s|^2 + EPS), so squash(0) = 0 with a finite gradient.
+    """
+    sq_norm = F.sum(s * s, axis=axis, keepdims=True)
+    scale = sq_norm / (1 + sq_norm) / F.sqrt(sq_norm + EPS)
+    return s * F.broadcast_to(scale, s.shape)
+
+
+def length(v, axis=-1):
+    """Capsule lengths sqrt(|v|^2 + EPS): (N, J, D) -> (N, J)."""
+    return F.sqrt(F.sum(v * v, axis=axis) + EPS)
+
+
+def dynamic_routing(u_hat, iterations):
+    """Routing by agreement (the paper's Procedure 1).
+
+    Args:
+        u_hat: predictions u_hat_{j|i}, (N, J, I, D).
+        iterations: r >= 1. Logits b_ij start at 0, so r = 1 gives the
+            uniform coupling 1/J.
+
+    Returns:
+        v: parent capsules, (N, J, D).
+        c: the coupling coefficients used for v, (N, J, I); softmax over J.
+
+    Gradients flow through every iteration, the agreement updates included.
+    """
+    xp = backend.get_array_module(u_hat)
+    n, j, i, d = u_hat.shape
+    u_rows = F.reshape(u_hat, (n * j, i, d))              # one (I, D) per (n, j)
+    b = xp.zeros((n, j, i), dtype=u_hat.dtype)
+    for r in range(iterations):
+        c = F.softmax(b, axis=1)                          # (N, J, I)
+        s = F.matmul(F.reshape(c, (n * j, 1, i)), u_rows)  # (N*J, 1, D)
+        v = squash(F.reshape(s, (n, j, d)))               # (N, J, D)
+        if r < iterations - 1:
+            agreement = F.matmul(u_rows, F.reshape(v, (n * j, d, 1)))
+            b = b + F.reshape(agreement, (n, j, i))       # u_hat_{j|i} . v_j
+    return v, c
+
+
+def margin_loss(lengths, targets, m_pos=0.9, m_neg=0.1, lam=0.5):
+    """Margin loss, summed over classes and averaged over the batch.
+
+    Args:
+        lengths: capsule lengths, (N, J).
+        targets: class ids (N,), or 0/1 presence (N, J) for images holding
+            several classes (MultiMNIST).
+    """
+    xp = backend.get_array_module(lengths)
+    targets = backend.get_array_module(targets).asarray(targets)
+    n, j = lengths.shape
+    if targets.ndim == 1:
+        present = xp.eye(j, dtype=lengths.dtype)[targets]
+    else:
+        present = targets.astype(lengths.dtype)
+    loss = (present * F.relu(m_pos - lengths) ** 2
+            + lam * (1 - present) * F.relu(lengths - m_neg) ** 2)
+    return F.sum(loss) / n
+
+
+def reconstruction_loss(reconstruction, x):
+    """Sum of squared errors per image, averaged over the batch.
+
+    ``reconstruction`` is (N, P); ``x`` has N * P elements (e.g. (N, 1, H, W)).
+    """
+    target = x.reshape(reconstruction.shape)
+    return F.sum(F.squared_difference(reconstruction, target)) / len(target)

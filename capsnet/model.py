@@ -1,0 +1,149 @@
+"""CapsNet (Sabour, Frosst and Hinton, NIPS 2017) as Chainer links.
+
+    x (N, 1, 28, 28)
+    conv1     256 @ 9x9 / 1, ReLU            -> (N, 20, 20, 256)   NHWC
+    primary   32 types x 8-D @ 9x9 / 2       -> (N, 6, 6, 256)
+              as capsules, squashed          -> u (N, I=1152, 8)
+    digitcaps u_hat_{j|i} = W_ij u_i          -> (N, J=10, I, 16)
+              dynamic routing                 -> v (N, J, 16)
+    lengths   |v_j|                           -> (N, J)
+    decoder   v masked to one capsule, 160 -> 512 -> 1024 -> 784 (sigmoid)
+
+Primary capsule i = (y * G + x) * 32 + type on the G x G grid (G = 6 for
+28x28 input), which is the NHWC memory order, so no transpose is needed.
+"""
+import chainer
+import chainer.functions as F
+import chainer.links as L
+from chainer import backend
+from chainer import initializers
+
+from capsnet.conv import Convolution2DNHWCLink
+from capsnet.functions import dynamic_routing
+from capsnet.functions import length
+from capsnet.functions import margin_loss
+from capsnet.functions import reconstruction_loss
+from capsnet.functions import squash
+
+PRIMARY_TYPES = 32
+PRIMARY_DIM = 8
+DIGIT_DIM = 16
+
+
+class CapsNet(chainer.Chain):
+    """The paper's CapsNet; the keyword arguments select Table 1's variants.
+
+    Args:
+        n_classes: digit capsules J.
+        routing: routing iterations r (the paper: 3; 1 = no routing).
+        reconstruct: build the decoder (off: no reconstruction loss).
+        shared_weights: the seed's variant, one W per capsule *type* shared
+            across the grid (32 x 10 x 16 x 8) instead of one per capsule.
+        leaky_slope: slope of conv1's leaky ReLU; 0 is the paper's ReLU.
+        in_size: input side (28 for MNIST, 36 for MultiMNIST).
+    """
+
+    def __init__(self, n_classes=10, routing=3, reconstruct=True,
+                 shared_weights=False, leaky_slope=0.0, in_size=28):
+        super().__init__()
+        self.options = dict(
+            n_classes=n_classes, routing=routing, reconstruct=reconstruct,
+            shared_weights=shared_weights, leaky_slope=leaky_slope,
+            in_size=in_size)
+        self.grid = ((in_size - 8) - 9) // 2 + 1                 # 6 for 28
+        n_primary = self.grid ** 2 * PRIMARY_TYPES               # 1152
+        n_weights = PRIMARY_TYPES if shared_weights else n_primary
+        with self.init_scope():
+            self.conv1 = Convolution2DNHWCLink(1, 256, 9)
+            self.primary = Convolution2DNHWCLink(
+                256, PRIMARY_TYPES * PRIMARY_DIM, 9, stride=2)
+            # W[i, j]: the (16, 8) matrix mapping child i to parent j
+            self.W = chainer.Parameter(
+                initializers.Normal(0.01),
+                (n_weights, n_classes, DIGIT_DIM, PRIMARY_DIM))
+            if reconstruct:
+                self.fc1 = L.Linear(n_classes * DIGIT_DIM, 512)
+                self.fc2 = L.Linear(512, 1024)
+                self.fc3 = L.Linear(1024, in_size * in_size)
+
+    def primary_capsules(self, x):
+        """x (N, 1, H, W) -> u (N, G, G, 32, 8), squashed."""
+        n = len(x)
+        h = self.conv1(F.reshape(x, (n, x.shape[2], x.shape[3], 1)))
+        slope = self.options['leaky_slope']
+        h = F.leaky_relu(h, slope) if slope else F.relu(h)
+        p = self.primary(h)                                  # (N, G, G, 256)
+        p = F.reshape(p, (n, self.grid, self.grid, PRIMARY_TYPES, PRIMARY_DIM))
+        return squash(p)
+
+    def predictions(self, u):
+        """u (N, G, G, T, 8) -> u_hat (N, J, I, 16), I = G * G * T."""
+        n, g, _, t, k = u.shape
+        p = g * g
+        j, d = self.W.shape[1:3]
+        if self.options['shared_weights']:
+            # one GEMM per type over all N * P capsules of that type
+            u_g = F.reshape(F.transpose(
+                F.reshape(u, (n, p, t, k)), (2, 0, 1, 3)), (t, n * p, k))
+            uh = F.matmul(u_g, F.reshape(self.W, (t, j * d, k)), transb=True)
+            uh = F.transpose(F.reshape(uh, (t, n, p, j, d)), (1, 3, 2, 0, 4))
+        else:
+            # one GEMM per capsule i over the batch
+            u_g = F.transpose(F.reshape(u, (n, p * t, k)), (1, 0, 2))
+            uh = F.matmul(u_g, F.reshape(self.W, (p * t, j * d, k)),
+                          transb=True)                      # (I, N, J*D)
+            uh = F.transpose(F.reshape(uh, (p, t, n, j, d)), (2, 3, 0, 1, 4))
+        return F.reshape(uh, (n, j, p * t, d))
+
+    def capsules(self, x):
+        """x (N, 1, H, W) -> digit capsules v (N, J, 16), couplings (N, J, I)."""
+        u_hat = self.predictions(self.primary_capsules(x))
+        return dynamic_routing(u_hat, self.options['routing'])
+
+    def decode(self, v, labels):
+        """Reconstruct from capsule ``labels[n]`` of v (N, J, 16) alone:
+        -> (N, H * W) in [0, 1]."""
+        xp = backend.get_array_module(v)
+        n, j, d = v.shape
+        mask = xp.eye(j, dtype=v.dtype)[labels]                # (N, J)
+        masked = v * F.broadcast_to(mask[:, :, None], v.shape)
+        h = F.relu(self.fc1(F.reshape(masked, (n, j * d))))
+        h = F.relu(self.fc2(h))
+        return F.sigmoid(self.fc3(h))
+
+    def forward(self, x, t=None):
+        """x (N, 1, H, W) -> lengths (N, J), reconstruction (N, H*W) or None.
+
+        The decoder sees the true label's capsule while training and the
+        longest capsule otherwise (and whenever ``t`` is None).
+        """
+        v, _ = self.capsules(x)
+        lengths = length(v)
+        if not self.options['reconstruct']:
+            return lengths, None
+        if t is None or not chainer.config.train:
+            t = lengths.array.argmax(axis=1)
+        return lengths, self.decode(v, t)
+
+
+class CapsNetLoss(chainer.Chain):
+    """Margin loss + recon_weight x reconstruction loss; reports loss,
+    margin_loss, recon_loss and accuracy (the Trainer's optimizer target)."""
+
+    def __init__(self, model, recon_weight=0.0005):
+        super().__init__()
+        self.recon_weight = recon_weight
+        with self.init_scope():
+            self.model = model
+
+    def forward(self, x, t):
+        lengths, reconstruction = self.model(x, t)
+        loss = margin_loss(lengths, t)
+        chainer.report({'margin_loss': loss,
+                        'accuracy': F.accuracy(lengths, t)}, self)
+        if reconstruction is not None:
+            recon = reconstruction_loss(reconstruction, x)
+            loss = loss + self.recon_weight * recon
+            chainer.report({'recon_loss': recon}, self)
+        chainer.report({'loss': loss}, self)
+        return loss

@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Train CapsNet on MNIST with Chainer's Trainer.
+
+    python train.py -g 0 --save saved_model --reconstruct
+
+The save folder gets the best-by-validation model (model.npz, options inside),
+options.json, the JSON log, loss/accuracy plots and snapshots. Running the same
+command again resumes from the newest snapshot there.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy
+
+import capsnet  # noqa: F401  (patches chainer before its first import)
+import chainer
+from chainer import training
+from chainer.training import extensions
+
+from capsnet import checkpoint
+from capsnet import cli
+from capsnet import data
+from capsnet.errors import UserError
+from capsnet.model import CapsNet
+from capsnet.model import CapsNetLoss
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    cli.add_common_arguments(p)
+    p.add_argument('--save', default='result', help='output folder')
+    p.add_argument('-e', '--epoch', type=int, default=50)
+    p.add_argument('-b', '--batchsize', type=int, default=128)
+    p.add_argument('--lr', type=float, default=1e-3, help='Adam step size')
+    p.add_argument('--lr-decay', type=float, default=0.9,
+                   help='step size factor per epoch')
+    p.add_argument('--routing', type=int, default=3,
+                   help='routing iterations (1: no routing)')
+    p.add_argument('--reconstruct', action=argparse.BooleanOptionalAction,
+                   default=True, help='decoder and reconstruction loss')
+    p.add_argument('--recon-weight', type=float, default=0.0005)
+    p.add_argument('--shared-weights', action='store_true',
+                   help="the seed's W shared across the grid per capsule type")
+    p.add_argument('--leaky-slope', type=float, default=0.0,
+                   help='leaky ReLU slope for conv1 (the seed used 0.05)')
+    p.add_argument('--max-shift', type=int, default=2,
+                   help='random shift of each training image, in pixels')
+    p.add_argument('--val-size', type=int, default=5000,
+                   help='validation images held out of the 60,000 training '
+                   'images; they pick the saved model (0: train on all)')
+    p.add_argument('--train-size', type=int, default=None,
+                   help='use only the first N training images')
+    p.add_argument('--snapshot-interval', type=int, default=100,
+                   help='snapshot every N iterations (and every epoch)')
+    p.add_argument('--resume', default=None,
+                   help='snapshot to resume from (default: the newest in '
+                   '--save, if any)')
+    p.add_argument('--seed', type=int, default=0)
+    return p.parse_args(argv)
+
+
+def check_same_run(path, options):
+    """A save folder holds one architecture: refuse to mix in another."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f).get('model')
+    if saved != options:
+        raise UserError('{} was made with other model options ({}); use '
+                        'another --save folder'.format(path, saved))
+
+
+def snapshot_trigger(interval):
+    def trigger(trainer):
+        updater = trainer.updater
+        return updater.is_new_epoch or updater.iteration % interval == 0
+    return trigger
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = cli.get_device(args.gpu)
+    out = cli.writable_dir(args.save)
+    options = dict(routing=args.routing, reconstruct=args.reconstruct,
+                   shared_weights=args.shared_weights,
+                   leaky_slope=args.leaky_slope)
+    options_path = os.path.join(out, 'options.json')
+    check_same_run(options_path, CapsNet(**options).options)
+
+    train, val, test = data.make_splits(
+        data.load(args.dataset, args.data_dir), args.val_size,
+        args.train_size, args.test_size)
+
+    numpy.random.seed(args.seed)
+    if device.xp is not numpy:
+        device.xp.random.seed(args.seed)
+    model = CapsNet(**options)
+    model.to_device(device)
+    loss = CapsNetLoss(model, args.recon_weight)
+    optimizer = chainer.optimizers.Adam(alpha=args.lr)
+    optimizer.setup(loss)
+    checkpoint.write_json(options_path, {'model': model.options,
+                                         'train': vars(args)})
+
+    order = chainer.iterators.ShuffleOrderSampler(
+        numpy.random.RandomState(args.seed))
+    train_iter = chainer.iterators.SerialIterator(
+        train, args.batchsize, order_sampler=order)
+    updater = training.StandardUpdater(
+        train_iter, optimizer, device=device,
+        converter=data.BatchConverter(args.max_shift, args.seed))
+    trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=out)
+
+    plain = data.BatchConverter()
+    for name, dataset in (('validation', val), ('test', test)):
+        if dataset is not None:
+            it = chainer.iterators.SerialIterator(
+                dataset, args.batchsize, repeat=False, shuffle=False)
+            trainer.extend(extensions.Evaluator(
+                it, loss, converter=plain, device=device), name=name)
+    trainer.extend(extensions.ExponentialShift('alpha', args.lr_decay),
+                   trigger=(1, 'epoch'))
+    # validation picks the saved model; without it, the latest is saved
+    best = (training.triggers.MaxValueTrigger('validation/main/accuracy')
+            if val is not None else (1, 'epoch'))
+    trainer.extend(checkpoint.SaveBestModel(model), trigger=best)
+    trainer.extend(extensions.snapshot(
+        filename=checkpoint.SNAPSHOT_FORMAT, n_retains=2),
+        trigger=snapshot_trigger(args.snapshot_interval))
+    trainer.extend(extensions.LogReport())
+    trainer.extend(checkpoint.AtomicPlotReport(
+        ['main/loss', 'validation/main/loss', 'test/main/loss'],
+        'loss.png'))
+    trainer.extend(checkpoint.AtomicPlotReport(
+        ['main/accuracy', 'validation/main/accuracy', 'test/main/accuracy'],
+        'accuracy.png'))
+    trainer.extend(extensions.PrintReport(
+        ['epoch', 'iteration', 'main/loss', 'main/accuracy',
+         'validation/main/loss', 'validation/main/accuracy',
+         'test/main/accuracy', 'elapsed_time']))
+    trainer.extend(extensions.ProgressBar(update_interval=10))
+
+    resume = args.resume or checkpoint.latest_snapshot(out)
+    if resume:
+        checkpoint.load_snapshot(resume, trainer)
+        print('resuming from {} (iteration {})'.format(
+            resume, updater.iteration))
+    trainer.run()
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run(main))
