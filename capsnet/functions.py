@@ -1,7 +1,11 @@
-"""Capsule functions: squash, length, dynamic routing and the two losses.
+"""Capsule functions as plain compositions of Chainer functions.
 
-Axis names used throughout: N batch, I child (primary) capsules, J parent
-(digit) capsules, D capsule dimensions.
+squash, length, the two losses, and the readable reference versions of the
+three operations that ``capsnet/kernels.py`` implements fast with the same
+signatures: convolution_2d_nhwc, capsule_predictions, dynamic_routing.
+
+Axis names: N batch, P grid positions, T capsule types, I = P*T child
+capsules, J parent capsules, K child dimensions, D parent dimensions.
 """
 import chainer.functions as F
 from chainer import backend
@@ -9,13 +13,13 @@ from chainer import backend
 EPS = 1e-8  # inside every square root: zero vectors give finite gradients
 
 
-def squash(s, axis=-1):
+def squash(s, axis=-1, eps=EPS):
     """v = |s|^2 / (1 + |s|^2) * s / |s|, along ``axis``; same shape as ``s``.
 
     The norm is sqrt(|s|^2 + EPS), so squash(0) = 0 with a finite gradient.
     """
     sq_norm = F.sum(s * s, axis=axis, keepdims=True)
-    scale = sq_norm / (1 + sq_norm) / F.sqrt(sq_norm + EPS)
+    scale = sq_norm / (1 + sq_norm) / F.sqrt(sq_norm + eps)
     return s * F.broadcast_to(scale, s.shape)
 
 
@@ -24,7 +28,31 @@ def length(v, axis=-1):
     return F.sqrt(F.sum(v * v, axis=axis) + EPS)
 
 
-def dynamic_routing(u_hat, iterations):
+def convolution_2d_nhwc(x, W, b, stride=1):
+    """x (N, H, W, C), W (O, K, K, C), b (O,) -> (N, OH, OW, O), no padding,
+    through Chainer's own NCHW convolution."""
+    y = F.convolution_2d(F.transpose(x, (0, 3, 1, 2)),
+                         F.transpose(W, (0, 3, 1, 2)), b, stride=stride)
+    return F.transpose(y, (0, 2, 3, 1))
+
+
+def capsule_predictions(u, W):
+    """u_hat[n, j, p, t] = W[p, t, j] @ u[n, p, t] (W[0, t, j] if shared).
+
+    u (N, P, T, K), W (P or 1, T, J, D, K) -> u_hat (N, J, P*T, D).
+    """
+    n, p, t, k = u.shape
+    j, d = W.shape[2:4]
+    W = F.broadcast_to(W, (p, t, j, d, k))                 # share over P
+    u_rows = F.broadcast_to(F.transpose(u, (1, 2, 0, 3))[:, :, None],
+                            (p, t, j, n, k))
+    u_hat = F.matmul(F.reshape(u_rows, (p * t * j, n, k)),
+                     F.reshape(W, (p * t * j, d, k)), transb=True)
+    u_hat = F.transpose(F.reshape(u_hat, (p, t, j, n, d)), (3, 2, 0, 1, 4))
+    return F.reshape(u_hat, (n, j, p * t, d))
+
+
+def dynamic_routing(u_hat, iterations, eps=EPS):
     """Routing by agreement (the paper's Procedure 1).
 
     Args:
@@ -45,7 +73,7 @@ def dynamic_routing(u_hat, iterations):
     for r in range(iterations):
         c = F.softmax(b, axis=1)                          # (N, J, I)
         s = F.matmul(F.reshape(c, (n * j, 1, i)), u_rows)  # (N*J, 1, D)
-        v = squash(F.reshape(s, (n, j, d)))               # (N, J, D)
+        v = squash(F.reshape(s, (n, j, d)), eps=eps)      # (N, J, D)
         if r < iterations - 1:
             agreement = F.matmul(u_rows, F.reshape(v, (n * j, d, 1)))
             b = b + F.reshape(agreement, (n, j, i))       # u_hat_{j|i} . v_j

@@ -18,8 +18,8 @@ import chainer.links as L
 from chainer import backend
 from chainer import initializers
 
-from capsnet.conv import Convolution2DNHWCLink
-from capsnet.functions import dynamic_routing
+from capsnet import functions
+from capsnet import kernels
 from capsnet.functions import length
 from capsnet.functions import margin_loss
 from capsnet.functions import reconstruction_loss
@@ -41,11 +41,16 @@ class CapsNet(chainer.Chain):
             across the grid (32 x 10 x 16 x 8) instead of one per capsule.
         leaky_slope: slope of conv1's leaky ReLU; 0 is the paper's ReLU.
         in_size: input side (28 for MNIST, 36 for MultiMNIST).
+        fused: run the fast kernels of capsnet/kernels.py (default) or their
+            plain Chainer compositions in capsnet/functions.py, which are
+            easier to modify; same parameters, same results.
     """
 
     def __init__(self, n_classes=10, routing=3, reconstruct=True,
-                 shared_weights=False, leaky_slope=0.0, in_size=28):
+                 shared_weights=False, leaky_slope=0.0, in_size=28,
+                 fused=True):
         super().__init__()
+        self.ops = kernels if fused else functions
         self.options = dict(
             n_classes=n_classes, routing=routing, reconstruct=reconstruct,
             shared_weights=shared_weights, leaky_slope=leaky_slope,
@@ -54,11 +59,16 @@ class CapsNet(chainer.Chain):
         n_primary = self.grid ** 2 * PRIMARY_TYPES               # 1152
         n_weights = PRIMARY_TYPES if shared_weights else n_primary
         with self.init_scope():
-            self.conv1 = Convolution2DNHWCLink(1, 256, 9)
-            self.primary = Convolution2DNHWCLink(
-                256, PRIMARY_TYPES * PRIMARY_DIM, 9, stride=2)
+            self.conv1 = L.Convolution2D(1, 256, 9)
+            # PrimaryCaps' convolution is channels-last (NHWC): grid position
+            # major, so its output reshapes into capsules without a copy
+            self.primary_W = chainer.Parameter(
+                initializers.LeCunNormal(),
+                (PRIMARY_TYPES * PRIMARY_DIM, 9, 9, 256))
+            self.primary_b = chainer.Parameter(
+                0, (PRIMARY_TYPES * PRIMARY_DIM,))
             # W[i, j]: the (16, 8) matrix mapping child i to parent j
-            self.W = chainer.Parameter(
+            self.digit_W = chainer.Parameter(
                 initializers.Normal(0.01),
                 (n_weights, n_classes, DIGIT_DIM, PRIMARY_DIM))
             if reconstruct:
@@ -69,36 +79,27 @@ class CapsNet(chainer.Chain):
     def primary_capsules(self, x):
         """x (N, 1, H, W) -> u (N, G, G, 32, 8), squashed."""
         n = len(x)
-        h = self.conv1(F.reshape(x, (n, x.shape[2], x.shape[3], 1)))
+        h = self.conv1(x)                                    # (N, 256, 20, 20)
         slope = self.options['leaky_slope']
         h = F.leaky_relu(h, slope) if slope else F.relu(h)
-        p = self.primary(h)                                  # (N, G, G, 256)
+        h = F.transpose(h, (0, 2, 3, 1))                     # (N, 20, 20, 256)
+        p = self.ops.convolution_2d_nhwc(
+            h, self.primary_W, self.primary_b, stride=2)     # (N, G, G, 256)
         p = F.reshape(p, (n, self.grid, self.grid, PRIMARY_TYPES, PRIMARY_DIM))
         return squash(p)
 
     def predictions(self, u):
         """u (N, G, G, T, 8) -> u_hat (N, J, I, 16), I = G * G * T."""
         n, g, _, t, k = u.shape
-        p = g * g
-        j, d = self.W.shape[1:3]
-        if self.options['shared_weights']:
-            # one GEMM per type over all N * P capsules of that type
-            u_g = F.reshape(F.transpose(
-                F.reshape(u, (n, p, t, k)), (2, 0, 1, 3)), (t, n * p, k))
-            uh = F.matmul(u_g, F.reshape(self.W, (t, j * d, k)), transb=True)
-            uh = F.transpose(F.reshape(uh, (t, n, p, j, d)), (1, 3, 2, 0, 4))
-        else:
-            # one GEMM per capsule i over the batch
-            u_g = F.transpose(F.reshape(u, (n, p * t, k)), (1, 0, 2))
-            uh = F.matmul(u_g, F.reshape(self.W, (p * t, j * d, k)),
-                          transb=True)                      # (I, N, J*D)
-            uh = F.transpose(F.reshape(uh, (p, t, n, j, d)), (2, 3, 0, 1, 4))
-        return F.reshape(uh, (n, j, p * t, d))
+        # W as (P or 1, T, J, D, K): one matrix per capsule, or per type
+        W = F.reshape(self.digit_W, (-1, t) + self.digit_W.shape[1:])
+        return self.ops.capsule_predictions(
+            F.reshape(u, (n, g * g, t, k)), W)
 
     def capsules(self, x):
         """x (N, 1, H, W) -> digit capsules v (N, J, 16), couplings (N, J, I)."""
         u_hat = self.predictions(self.primary_capsules(x))
-        return dynamic_routing(u_hat, self.options['routing'])
+        return self.ops.dynamic_routing(u_hat, self.options['routing'])
 
     def decode(self, v, labels):
         """Reconstruct from capsule ``labels[n]`` of v (N, J, 16) alone:

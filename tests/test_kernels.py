@@ -1,0 +1,118 @@
+"""The fast kernels of capsnet/kernels.py give the same values and gradients
+as the plain Chainer compositions in capsnet/functions.py, alone and inside
+the whole model."""
+import numpy
+import pytest
+
+import chainer
+from chainer import gradient_check
+
+from capsnet import functions
+from capsnet import kernels
+from capsnet.model import CapsNet
+from capsnet.model import CapsNetLoss
+
+
+def same_values_and_gradients(fast, plain, inputs, rtol=1e-4, atol=1e-5):
+    """Run both on the same inputs and a random output gradient."""
+    results = []
+    for f in (fast, plain):
+        xs = [chainer.Variable(a.copy()) for a in inputs]
+        ys = f(*xs)
+        ys = ys if isinstance(ys, tuple) else (ys,)
+        rng = numpy.random.RandomState(7)
+        gys = [chainer.Variable(rng.randn(*y.shape).astype(y.dtype))
+               for y in ys]
+        grads = chainer.grad(list(ys), xs, grad_outputs=gys)
+        results.append([y.array for y in ys] + [g.array for g in grads])
+    for got, want in zip(*results):
+        numpy.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize('shape,stride', [
+    ((3, 20, 20, 16), 2),        # PrimaryCaps' geometry, fewer channels
+    ((2, 11, 11, 3), 2),         # odd size: padded before space-to-depth
+    ((2, 7, 9, 2), 1),           # stride 1, not square
+    ((1, 12, 12, 2), 3),
+])
+def test_spectral_convolution(shape, stride):
+    rng = numpy.random.RandomState(0)
+    x = rng.randn(*shape).astype(numpy.float32)
+    W = rng.randn(4, 5, 5, shape[3]).astype(numpy.float32)
+    if stride == 2 and shape[1] == 20:
+        W = rng.randn(4, 9, 9, shape[3]).astype(numpy.float32)
+    b = rng.randn(4).astype(numpy.float32)
+
+    def fast(x, W, b):
+        return kernels.convolution_2d_nhwc(x, W, b, stride)
+
+    def plain(x, W, b):
+        return functions.convolution_2d_nhwc(x, W, b, stride)
+
+    same_values_and_gradients(fast, plain, (x, W, b), rtol=1e-4, atol=1e-4)
+
+
+def test_spectral_convolution_gradient_check():
+    rng = numpy.random.RandomState(1)
+    x, W, b = rng.randn(2, 7, 7, 2), rng.randn(3, 3, 3, 2), rng.randn(3)
+    x, W, b = (a.astype(numpy.float32) for a in (x, W, b))
+    gradient_check.check_backward(
+        lambda *a: kernels.convolution_2d_nhwc(*a, stride=2), (x, W, b),
+        rng.randn(2, 3, 3, 3).astype(numpy.float32), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize('shared', [False, True])
+def test_capsule_predictions(shared):
+    rng = numpy.random.RandomState(2)
+    u = rng.randn(3, 4, 2, 8).astype(numpy.float32)            # N, P, T, K
+    W = rng.randn(1 if shared else 4, 2, 5, 6, 8).astype(numpy.float32)
+    same_values_and_gradients(kernels.capsule_predictions,
+                              functions.capsule_predictions, (u, W))
+
+
+@pytest.mark.parametrize('iterations', [1, 2, 3])
+def test_dynamic_routing(iterations):
+    u_hat = numpy.random.RandomState(3).randn(2, 3, 7, 4).astype('f') * 0.3
+    same_values_and_gradients(
+        lambda u: kernels.dynamic_routing(u, iterations),
+        lambda u: functions.dynamic_routing(u, iterations), (u_hat,))
+
+
+def test_dynamic_routing_gradient_check():
+    u_hat = numpy.random.RandomState(4).randn(1, 3, 4, 2)
+    gradient_check.check_backward(
+        lambda u: kernels.dynamic_routing(u, 3)[0], u_hat,
+        numpy.random.RandomState(5).randn(1, 3, 2), atol=1e-6, rtol=1e-5)
+
+
+def test_dynamic_routing_of_zero_predictions_is_finite():
+    u_hat = chainer.Variable(numpy.zeros((1, 2, 3, 4), dtype=numpy.float32))
+    v, _ = kernels.dynamic_routing(u_hat, 3)
+    chainer.functions.sum(v).backward()
+    assert not v.array.any() and numpy.isfinite(u_hat.grad).all()
+
+
+@pytest.mark.parametrize('options', [{}, {'shared_weights': True,
+                                          'leaky_slope': 0.05}])
+def test_whole_model_unchanged_by_the_kernels(options):
+    """Loss and every parameter gradient, fused and plain, same weights."""
+    numpy.random.seed(0)
+    fast = CapsNet(fused=True, **options)
+    plain = CapsNet(fused=False, **options)
+    plain.copyparams(fast)
+    rng = numpy.random.RandomState(0)
+    x = rng.rand(4, 1, 28, 28).astype(numpy.float32)
+    t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
+    losses = []
+    for model in (fast, plain):
+        loss = CapsNetLoss(model)
+        loss.cleargrads()
+        value = loss(x, t)
+        value.backward()
+        losses.append(float(value.array))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, p), (_, q) in zip(sorted(fast.namedparams()),
+                                 sorted(plain.namedparams())):
+        scale = numpy.abs(q.grad).max()
+        numpy.testing.assert_allclose(p.grad, q.grad, atol=1e-4 * scale,
+                                      err_msg=name)

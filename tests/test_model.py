@@ -1,0 +1,117 @@
+"""CapsNet: parameter counts, shapes, masking and the shared-weights variant."""
+import numpy
+import pytest
+
+import chainer
+
+from capsnet.model import CapsNet
+from capsnet.model import CapsNetLoss
+
+
+def n_params(model):
+    return sum(p.size for p in model.params())
+
+
+@pytest.mark.parametrize('options,count', [
+    ({}, 8215568),                                  # the paper's, as stated
+    ({'reconstruct': False}, 6804224),
+    # the seed's: one W (10 x 16 x 8) per capsule type, 32 of them
+    ({'shared_weights': True}, 8215568 - (1152 - 32) * 10 * 16 * 8),
+])
+def test_parameter_counts(options, count):
+    assert n_params(CapsNet(**options)) == count
+
+
+@pytest.fixture(scope='module')
+def model():
+    numpy.random.seed(0)
+    return CapsNet()
+
+
+@pytest.fixture(scope='module')
+def images():
+    return numpy.random.RandomState(0).rand(3, 1, 28, 28).astype('f')
+
+
+def test_shapes(model, images):
+    u = model.primary_capsules(images)
+    assert u.shape == (3, 6, 6, 32, 8)
+    # squashed: every primary capsule is shorter than 1
+    assert (numpy.linalg.norm(u.array, axis=-1) < 1).all()
+    u_hat = model.predictions(u)
+    assert u_hat.shape == (3, 10, 1152, 16)
+    v, c = model.capsules(images)
+    assert v.shape == (3, 10, 16) and c.shape == (3, 10, 1152)
+    lengths, recon = model(images)
+    assert lengths.shape == (3, 10) and recon.shape == (3, 784)
+    assert 0 <= recon.array.min() and recon.array.max() <= 1
+
+
+def test_predictions_use_W_ij(model, images):
+    # capsule i = (y * 6 + x) * 32 + type; u_hat_{j|i} = W_ij u_i
+    u = model.primary_capsules(images).array
+    u_hat = model.predictions(u).array
+    n, y, x, kind, j = 1, 2, 5, 7, 4
+    i = (y * 6 + x) * 32 + kind
+    numpy.testing.assert_allclose(
+        u_hat[n, j, i], model.digit_W.array[i, j] @ u[n, y, x, kind], rtol=1e-5)
+
+
+def test_shared_weights_equal_unshared_weights_tiled(images):
+    shared = CapsNet(shared_weights=True)
+    unshared = CapsNet()
+    unshared.digit_W.array[...] = numpy.tile(shared.digit_W.array, (36, 1, 1, 1))
+    u = shared.primary_capsules(images).array
+    numpy.testing.assert_allclose(shared.predictions(u).array,
+                                  unshared.predictions(u).array, rtol=1e-6)
+
+
+def test_only_the_masked_capsule_changes_the_reconstruction(model):
+    rng = numpy.random.RandomState(1)
+    v = rng.rand(2, 10, 16).astype('f')
+    labels = numpy.array([3, 7])
+    before = model.decode(v, labels).array
+    other = v.copy()
+    other[0, 5] += 1                 # capsule 5 is masked out for image 0
+    other[1, 3] += 1
+    numpy.testing.assert_array_equal(model.decode(other, labels).array,
+                                     before)
+    other[0, 3] += 1                 # the masked capsule itself
+    assert not numpy.allclose(model.decode(other, labels).array[0],
+                              before[0])
+
+
+def test_mask_is_true_label_in_training_and_longest_capsule_in_test(
+        model, images):
+    v, _ = model.capsules(images)
+    longest = (v.array ** 2).sum(-1).argmax(1)
+    other = (longest + 1) % 10
+    with chainer.using_config('train', True):
+        _, recon_train = model(images, other)
+    with chainer.using_config('train', False):
+        _, recon_test = model(images, other)
+    numpy.testing.assert_allclose(recon_train.array,
+                                  model.decode(v, other).array, rtol=1e-6)
+    numpy.testing.assert_allclose(recon_test.array,
+                                  model.decode(v, longest).array, rtol=1e-6)
+
+
+def test_loss_reports_and_reconstruction_switch(images):
+    t = numpy.array([1, 2, 3], dtype=numpy.int32)
+    for reconstruct in (True, False):
+        loss = CapsNetLoss(CapsNet(reconstruct=reconstruct))
+        reporter = chainer.Reporter()
+        reporter.add_observer('main', loss)
+        observation = {}
+        with reporter.scope(observation):
+            value = loss(images, t)
+        keys = {k.split('/')[-1] for k in observation}
+        assert {'loss', 'margin_loss', 'accuracy'} <= keys
+        assert ('recon_loss' in keys) == reconstruct
+        assert float(value.array) > 0
+
+
+@pytest.mark.parametrize('routing', [1, 2])
+def test_routing_iterations_option(images, routing):
+    _, c = CapsNet(routing=routing, reconstruct=False).capsules(images[:1])
+    assert numpy.allclose(c.array, 0.1) == (routing == 1)
