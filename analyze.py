@@ -23,6 +23,7 @@ import chainer
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
+from capsnet import kernels
 from capsnet import visualize
 from capsnet.errors import UserError
 
@@ -96,20 +97,22 @@ def render(model, images, labels, device, out):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.keep_freed_memory()
     device = cli.get_device(args.gpu)
     path = checkpoint.model_path(args.load)
     model = checkpoint.load_model(path)
     model.to_device(device)
     images, labels = data.load(args.dataset, args.data_dir, ('test',))['test']
     images, labels = images[:args.test_size], labels[:args.test_size]
-    if args.evaluate:
-        accuracy = evaluate(model, images, labels, device, args.batchsize)
-        print(json.dumps({'accuracy': round(accuracy, 6),
-                          'error_percent': round(100 * (1 - accuracy), 4),
-                          'n': len(images)}))
-        return
-    out = args.out or os.path.join(os.path.dirname(path), 'analysis')
-    render(model, images, labels, device, cli.writable_dir(out))
+    with kernels.frozen_weights():
+        if args.evaluate:
+            accuracy = evaluate(model, images, labels, device, args.batchsize)
+            print(json.dumps({'accuracy': round(accuracy, 6),
+                              'error_percent': round(100 * (1 - accuracy), 4),
+                              'n': len(images)}))
+            return
+        out = args.out or os.path.join(os.path.dirname(path), 'analysis')
+        render(model, images, labels, device, cli.writable_dir(out))
 
 
 if __name__ == '__main__':

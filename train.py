@@ -22,6 +22,7 @@ from chainer.training import extensions
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
+from capsnet import kernels
 from capsnet.errors import UserError
 from capsnet.model import CapsNet
 from capsnet.model import CapsNetLoss
@@ -73,6 +74,15 @@ def check_same_run(path, options):
                         'another --save folder'.format(path, saved))
 
 
+class Evaluator(extensions.Evaluator):
+    """Chainer's Evaluator; the weights stay fixed during a pass, so each
+    convolution's kernel spectrum is computed once per pass."""
+
+    def evaluate(self):
+        with kernels.frozen_weights():
+            return super().evaluate()
+
+
 def snapshot_trigger(interval):
     def trigger(trainer):
         updater = trainer.updater
@@ -82,8 +92,10 @@ def snapshot_trigger(interval):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.keep_freed_memory()
     device = cli.get_device(args.gpu)
     out = cli.writable_dir(args.save)
+    checkpoint.remove_partial_files(out)
     options = dict(routing=args.routing, reconstruct=args.reconstruct,
                    shared_weights=args.shared_weights,
                    leaky_slope=args.leaky_slope)
@@ -119,8 +131,8 @@ def main(argv=None):
         if dataset is not None:
             it = chainer.iterators.SerialIterator(
                 dataset, args.batchsize, repeat=False, shuffle=False)
-            trainer.extend(extensions.Evaluator(
-                it, loss, converter=plain, device=device), name=name)
+            trainer.extend(Evaluator(it, loss, converter=plain,
+                                     device=device), name=name)
     trainer.extend(extensions.ExponentialShift('alpha', args.lr_decay),
                    trigger=(1, 'epoch'))
     # validation picks the saved model; without it, the latest is saved

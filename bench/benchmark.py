@@ -4,10 +4,15 @@
 Same protocol as the PyTorch reference (../shared/bench/torch_capsnet.py):
 random MNIST-shaped data; a training step is forward, backward and an Adam
 update; evaluation is a forward pass without backprop (test-mode masking).
+The evaluation steps run as train.py's Evaluator and analyze.py run theirs,
+inside one kernels.frozen_weights() block: PrimaryCaps' kernel spectrum is
+computed once for the pass, not once per batch (--per-batch-weights turns
+that off).
 
     python bench/benchmark.py --batch 128 --steps 5 --warmup 2 [-g 0]
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,6 +27,7 @@ import capsnet  # noqa: E402  (patches chainer before its first import)
 import chainer  # noqa: E402
 
 from capsnet import cli  # noqa: E402
+from capsnet import kernels  # noqa: E402
 from capsnet.model import CapsNet  # noqa: E402
 from capsnet.model import CapsNetLoss  # noqa: E402
 
@@ -47,8 +53,11 @@ def main():
     p.add_argument('--routing', type=int, default=3)
     p.add_argument('-g', '--gpu', type=int, default=-1)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--per-batch-weights', action='store_true',
+                   help='evaluate without frozen_weights()')
     args = p.parse_args()
 
+    cli.keep_freed_memory()                 # as train.py and analyze.py do
     device = cli.get_device(args.gpu)
     xp = device.xp
     sync = (xp.cuda.Device().synchronize if xp is not numpy
@@ -70,11 +79,15 @@ def main():
 
     train_times = timed(lambda: optimizer.update(loss, x, t),
                         args.warmup, args.steps, sync)
-    eval_times = timed(eval_step, args.warmup, args.steps, sync)
+    frozen = (contextlib.nullcontext() if args.per_batch_weights
+              else kernels.frozen_weights())
+    with frozen:
+        eval_times = timed(eval_step, args.warmup, args.steps, sync)
     print(json.dumps({
         'impl': 'capsnet (chainer {}, {})'.format(
             chainer.__version__, 'cupy' if xp is not numpy else 'numpy'),
         'batch': args.batch, 'routing': args.routing,
+        'frozen_weights_in_eval': not args.per_batch_weights,
         'warmup': args.warmup, 'steps': args.steps,
         'params': int(sum(p.size for p in model.params())),
         'train_img_s': round(args.batch * args.steps / sum(train_times), 2),

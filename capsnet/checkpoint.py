@@ -6,7 +6,9 @@ options under ``OPTIONS_KEY``, so it rebuilds its own architecture.
 import glob
 import json
 import os
+import pickle
 import re
+import shutil
 import zipfile
 import zlib
 
@@ -24,7 +26,7 @@ MODEL_FILE = 'model.npz'
 SNAPSHOT_FORMAT = 'snapshot_iter_{.updater.iteration}'
 # What a broken or foreign .npz raises while it is opened or read.
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile,
-                zlib.error)
+                zlib.error, pickle.UnpicklingError)
 
 
 def atomic_write(path, write):
@@ -77,6 +79,19 @@ def load_model(path):
         raise UserError('cannot load model {}: {} ({})'.format(
             path, type(e).__name__, e))
     return model
+
+
+def remove_partial_files(directory):
+    """Delete what a killed run was still writing: our '.partial' files and
+    the temporary folders of Chainer's snapshot and log writers. None of
+    them carries a final name, so nothing finished is touched."""
+    for path in glob.glob(os.path.join(directory, '.*.partial')) + \
+            glob.glob(os.path.join(directory, '*.partial.png')):
+        os.unlink(path)
+    for prefix in ('tmpsnapshot_iter_', 'log'):
+        for path in glob.glob(os.path.join(directory, prefix + '*')):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
 
 
 def latest_snapshot(directory):

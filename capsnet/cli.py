@@ -1,4 +1,6 @@
 """What train.py and analyze.py share: flags, device, folders, errors."""
+import ctypes
+import ctypes.util
 import os
 import sys
 import tempfile
@@ -34,6 +36,22 @@ def get_device(gpu):
     device = chainer.get_device('@cupy:{}'.format(gpu))
     device.use()
     return device
+
+
+def keep_freed_memory():
+    """Have glibc's malloc keep freed memory for reuse instead of returning
+    it to the system. Every batch allocates the same large temporaries (u_hat
+    alone is 94 MB at batch 128), and memory fresh from the system costs a
+    page fault per page: a fifth of a CPU training step. Peak memory is
+    unchanged. Does nothing where malloc is not glibc's."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library('c')).mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4   # from malloc.h
+    mallopt(m_mmap_max, 0)                  # large blocks from the heap too
+    mallopt(m_trim_threshold, 1 << 30)      # and keep them once freed
+    mallopt(m_top_pad, 64 << 20)
 
 
 def writable_dir(path):

@@ -9,7 +9,9 @@ setuptools >= 82:
 2. and 3. ``chainer/_environment_check.py`` imports ``numpy.distutils`` (gone
    with NumPy 2 and Python 3.12) and ``pkg_resources`` (gone with setuptools
    82), only to print advisory warnings. We register an empty stand-in for that
-   module, so those imports never run; nothing else in Chainer uses them.
+   module, so those imports never run. Outside the test helpers
+   (``chainer.testing``, which ``chainer.gradient_check`` imports and which
+   needs ``pkg_resources``), nothing else in Chainer uses them.
 """
 import sys
 import types

@@ -15,6 +15,7 @@ gradients, and ``CapsNet(fused=False)`` runs the model on those instead.
 Axis names: N batch, P grid positions, T capsule types, I = P*T child
 capsules, J parent capsules, K child dimensions, D parent dimensions.
 """
+import contextlib
 import functools
 
 import numpy
@@ -118,6 +119,25 @@ def _complex_matmul(xp, a, b_re, b_im, conj_b):
     return p
 
 
+# While frozen_weights() is active: {id(W): (W, spectrum of W)}.
+_weight_spectra = None
+
+
+@contextlib.contextmanager
+def frozen_weights():
+    """Promise that no weight changes inside this block (an evaluation pass):
+    each spectral convolution then transforms its kernel once for the whole
+    block instead of once per batch. Leaving the block drops the cache."""
+    global _weight_spectra
+    outer = _weight_spectra
+    if outer is None:
+        _weight_spectra = {}
+    try:
+        yield
+    finally:
+        _weight_spectra = outer
+
+
 class SpectralConvolution2DNHWC(chainer.Function):
     """y = conv(x, W) + b on NHWC arrays, computed through the DFT.
 
@@ -145,11 +165,19 @@ class SpectralConvolution2DNHWC(chainer.Function):
         kd = self.k_pad // s
         gh, gw = self.grid
         x_d = _space_to_depth(_pad_to(x, (n, gh * s, gw * s, c)), s)
-        w_d = _kernel_to_depth(_pad_to(W, (o, self.k_pad, self.k_pad, c)), s)
         dft_x = xp.asarray(_dft(self.grid, self.grid, False))
-        dft_w = xp.asarray(_dft(self.grid, (kd, kd), False))
         self.x_f = dft_x.dot(x_d).reshape(-1, 2 * n, s * s * c)
-        self.w_f = dft_w.dot(w_d).reshape(-1, 2, s * s * c, o)
+        del x_d
+        cached = (_weight_spectra or {}).get(id(W))
+        if cached is not None and cached[0] is W:
+            self.w_f = cached[1]
+        else:
+            w_d = _kernel_to_depth(
+                _pad_to(W, (o, self.k_pad, self.k_pad, c)), s)
+            dft_w = xp.asarray(_dft(self.grid, (kd, kd), False))
+            self.w_f = dft_w.dot(w_d).reshape(-1, 2, s * s * c, o)
+            if _weight_spectra is not None:
+                _weight_spectra[id(W)] = (W, self.w_f)
         # correlation: Y = X conj(W)
         y_f = _complex_matmul(xp, self.x_f, self.w_f[:, 0], self.w_f[:, 1],
                               conj_b=True)                   # (F, 2, N, O)
@@ -173,11 +201,15 @@ class SpectralConvolution2DNHWC(chainer.Function):
         # [Xr; Xi]^T [GYr; GYi] = Re, [Xr; Xi]^T [-GYi; GYr] = Im
         gy_rot = xp.concatenate([-gy_f[:, n:], gy_f[:, :n]], axis=1)
         x_t = self.x_f.transpose(0, 2, 1)                     # (F, C', 2N)
-        gw_f = xp.stack([xp.matmul(x_t, gy_f), xp.matmul(x_t, gy_rot)],
-                        axis=1)                               # (F, 2, C', O)
+        gw_f = xp.empty((f, 2) + x_t.shape[1:2] + (o,), dtype=x.dtype)
+        xp.matmul(x_t, gy_f, out=gw_f[:, 0])
+        xp.matmul(x_t, gy_rot, out=gw_f[:, 1])                # (F, 2, C', O)
+        del x_t, gy_rot
+        self.x_f = None                   # free it before gx's temporaries
         kd = self.k_pad // s
         inverse_w = xp.asarray(_dft(self.grid, (kd, kd), True))
         gw_d = inverse_w.dot(gw_f.reshape(2 * f, -1))
+        del gw_f
         gW = _depth_to_kernel(gw_d, o, self.k_pad, c, s)[:, :k, :k]
         gx = None
         if self.need_gx:
@@ -189,7 +221,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
             inverse_x = xp.asarray(_dft(self.grid, self.grid, True))
             gx_d = inverse_x.dot(gx_f.reshape(2 * f, -1))
             gx = _depth_to_space(gx_d, n, gh * s, gw * s, c, s)[:, :h, :w]
-        self.x_f = self.w_f = None
+        self.w_f = None
         return gx, xp.ascontiguousarray(gW), gy.sum(axis=(0, 1, 2))
 
 
@@ -216,7 +248,9 @@ class CapsulePredictions(chainer.Function):
         j, d = W.shape[2:4]
         self.u_t = xp.ascontiguousarray(u.transpose(1, 2, 0, 3))  # P,T,N,K
         u_hat = xp.empty((n, j, p, t, d), dtype=u.dtype)
-        xp.matmul(self.u_t[:, :, None], W.transpose(0, 1, 2, 4, 3),
+        # row-major (K, D) blocks keep the many small GEMMs on BLAS
+        w_t = xp.ascontiguousarray(W.transpose(0, 1, 2, 4, 3))  # P,T,J,K,D
+        xp.matmul(self.u_t[:, :, None], w_t,
                   out=u_hat.transpose(2, 3, 1, 0, 4))           # P,T,J,N,D
         return u_hat.reshape(n, j, p * t, d),
 

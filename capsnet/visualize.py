@@ -11,7 +11,7 @@ from chainer import backend
 from capsnet.checkpoint import atomic_write
 
 # Figure 4 of the paper: each dimension tweaked over [-0.25, 0.25] by 0.05.
-DELTAS = numpy.round(numpy.arange(-0.25, 0.2501, 0.05), 2)
+DELTAS = numpy.arange(-5, 6) * 0.05
 
 
 def _to_images(recon, side):
@@ -57,35 +57,39 @@ def interpolation_grid(model, x, digit, deltas=DELTAS):
 
 def save_grid(path, rows, row_labels=(), col_labels=(), title=None,
               marked_col=None):
-    """Draw a grid of grey images (R, C, H, W) to a PNG; ``marked_col`` gets
-    a red frame (e.g. the untweaked column of an interpolation)."""
+    """Draw grey images (R, C, H, W) in [0, 1] as one mosaic PNG, rows and
+    columns labelled; ``marked_col`` gets a red frame (e.g. the untweaked
+    column of an interpolation)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    rows = numpy.asarray(rows)
-    n_rows, n_cols = rows.shape[:2]
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
-                             figsize=(0.6 * n_cols + 0.8, 0.6 * n_rows + 0.6))
-    for r in range(n_rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.imshow(rows[r, c], cmap='gray', vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            marked = c == marked_col
-            for spine in ax.spines.values():
-                spine.set_visible(marked)
-                spine.set_color('red')
-                spine.set_linewidth(2)
-        if r < len(row_labels):
-            axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha='right',
-                                  va='center', fontsize=7)
-    for c, label in enumerate(col_labels):
-        axes[0, c].set_title(label, fontsize=7)
+    rows = numpy.asarray(rows, dtype=numpy.float32)
+    n_rows, n_cols, h, w = rows.shape
+    gap = 2
+    # white gaps between tiles: pad each tile's bottom and right, then tile
+    tiles = numpy.pad(rows, ((0, 0), (0, 0), (0, gap), (0, gap)),
+                      constant_values=1)
+    mosaic = tiles.transpose(0, 2, 1, 3).reshape(
+        n_rows * (h + gap), n_cols * (w + gap))[:-gap, :-gap]
+    inch = 0.42 / h                                  # a tile is 0.42 in
+    fig, ax = plt.subplots(figsize=(mosaic.shape[1] * inch + 1.0,
+                                    mosaic.shape[0] * inch + 0.8))
+    ax.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
+    ax.set_xticks([c * (w + gap) + w / 2 - 0.5 for c in range(len(col_labels))])
+    ax.set_xticklabels(col_labels, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks([r * (h + gap) + h / 2 - 0.5 for r in range(len(row_labels))])
+    ax.set_yticklabels(row_labels, fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if marked_col is not None:
+        ax.add_patch(matplotlib.patches.Rectangle(
+            (marked_col * (w + gap) - 1.5, -1.5), w + 2, mosaic.shape[0] + 2,
+            fill=False, edgecolor='red', linewidth=1.5))
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100,
+        ax.set_title(title, fontsize=9, pad=14)
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110,
                                              bbox_inches='tight'))
     plt.close(fig)

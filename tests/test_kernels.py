@@ -116,3 +116,24 @@ def test_whole_model_unchanged_by_the_kernels(options):
         scale = numpy.abs(q.grad).max()
         numpy.testing.assert_allclose(p.grad, q.grad, atol=1e-4 * scale,
                                       err_msg=name)
+
+
+def test_frozen_weights_reuses_the_kernel_spectrum_only_inside_the_block():
+    rng = numpy.random.RandomState(6)
+    x = rng.randn(2, 11, 11, 3).astype(numpy.float32)
+    W = rng.randn(4, 5, 5, 3).astype(numpy.float32)
+    b = numpy.zeros(4, dtype=numpy.float32)
+
+    def conv(weights):
+        return kernels.convolution_2d_nhwc(x, weights, b, 2).array
+
+    expected = conv(W)
+    with kernels.frozen_weights():
+        numpy.testing.assert_array_equal(conv(W), expected)
+        numpy.testing.assert_array_equal(conv(W), expected)   # cached
+        other = W * 2                                         # new array
+        numpy.testing.assert_allclose(conv(other), 2 * expected, atol=1e-4)
+        assert len(kernels._weight_spectra) == 2
+    assert kernels._weight_spectra is None
+    W *= 3                                  # changed after the block
+    numpy.testing.assert_allclose(conv(W), 3 * expected, atol=1e-4)

@@ -1,0 +1,32 @@
+"""A short training run on real MNIST (the fixture) learns: a broken model
+(wrong routing, masking or gradients) stays far below this accuracy."""
+import numpy
+
+import chainer
+
+from capsnet import data
+from capsnet.model import CapsNet
+from capsnet.model import CapsNetLoss
+
+from conftest import MNIST_FIXTURE
+
+
+def test_short_training_run_learns_mnist():
+    arrays = data.load('mnist', MNIST_FIXTURE)
+    train, _, test = data.make_splits(arrays, val_size=0)
+    numpy.random.seed(0)
+    model = CapsNet()
+    loss = CapsNetLoss(model)
+    optimizer = chainer.optimizers.Adam(alpha=1e-3)
+    optimizer.setup(loss)
+    device = chainer.get_device('@numpy')
+    converter = data.BatchConverter(max_shift=2, seed=0)
+    order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(0))
+    batches = chainer.iterators.SerialIterator(train, 32, order_sampler=order)
+    for _ in range(120):                 # ~2 epochs of the 2,000 images
+        optimizer.update(loss, *converter(batches.next(), device))
+    x, t = data.BatchConverter()(test[:], device)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        lengths, _ = model(x)
+    accuracy = float((lengths.array.argmax(axis=1) == t).mean())
+    assert accuracy > 0.85, accuracy      # chance is 0.1

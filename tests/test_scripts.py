@@ -1,0 +1,184 @@
+"""train.py and analyze.py as a user runs them: end to end, killed and
+resumed, and every kind of bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy
+import pytest
+
+from conftest import MNIST_FIXTURE
+from conftest import ROOT
+
+DATA = ['--data-dir', MNIST_FIXTURE]
+# a tiny run: 2 epochs of 4 iterations, small validation and test sets
+TINY = DATA + ['--train-size', '64', '-b', '16', '--val-size', '200',
+               '--test-size', '100', '-e', '2']
+
+
+def run(script, *args, check=True):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def fails_with(message, script, *args):
+    """The script exits 1 with one 'error: ...' line naming the problem."""
+    result = run(script, *args, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    assert 'Traceback' not in result.stderr
+    assert message in lines[0], lines[0]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp('run')
+    run('train.py', *TINY, '--save', str(out), '--snapshot-interval', '3')
+    return out
+
+
+def test_train_leaves_model_log_plots_snapshots(trained):
+    files = set(os.listdir(trained))
+    assert {'model.npz', 'options.json', 'log', 'loss.png',
+            'accuracy.png'} <= files
+    assert any(f.startswith('snapshot_iter_') for f in files)
+    assert not [f for f in files if 'partial' in f or f.startswith('tmp')]
+    log = json.loads((trained / 'log').read_text())
+    assert [e['epoch'] for e in log] == [1, 2]
+    assert log[-1]['iteration'] == 8
+    for key in ('main/loss', 'validation/main/accuracy', 'test/main/accuracy'):
+        assert key in log[-1]
+    options = json.loads((trained / 'options.json').read_text())
+    assert options['model']['routing'] == 3 and options['train']['epoch'] == 2
+
+
+def test_analyze_renders_twelve_images(trained, tmp_path):
+    out = tmp_path / 'figures'
+    result = run('analyze.py', '--load', str(trained), *DATA,
+                 '--test-size', '100', '--out', str(out))
+    assert sorted(os.listdir(out)) == sorted(
+        ['reconstructions.png', 'mask_grid.png'] +
+        ['interpolation_{}.png'.format(d) for d in range(10)])
+    assert 'rendered 12 images' in result.stdout
+    # the default output folder is analysis/ beside the model
+    run('analyze.py', '--load', str(trained / 'model.npz'), *DATA,
+        '--test-size', '100')
+    assert len(os.listdir(trained / 'analysis')) == 12
+
+
+def test_analyze_evaluate_prints_one_json_line(trained):
+    result = run('analyze.py', '--load', str(trained), *DATA,
+                 '--test-size', '100', '--evaluate')
+    line, = result.stdout.strip().splitlines()
+    report = json.loads(line)
+    assert report['n'] == 100 and 0 <= report['accuracy'] <= 1
+    assert report['error_percent'] == pytest.approx(
+        100 * (1 - report['accuracy']), abs=1e-3)
+
+
+def test_variants_train_and_analyze(tmp_path):
+    out = tmp_path / 'seed'
+    run('train.py', *TINY, '-e', '1', '--save', str(out), '--routing', '1',
+        '--shared-weights', '--leaky-slope', '0.05', '--no-reconstruct')
+    options = json.loads((out / 'options.json').read_text())['model']
+    assert options == dict(options, routing=1, shared_weights=True,
+                           leaky_slope=0.05, reconstruct=False)
+    fails_with('no decoder', 'analyze.py', '--load', str(out), *DATA)
+    run('analyze.py', '--load', str(out), *DATA, '--evaluate',
+        '--test-size', '50')
+
+
+def test_killed_training_resumes_where_its_snapshot_left_off(tmp_path):
+    out = tmp_path / 'run'
+    args = [sys.executable, os.path.join(ROOT, 'train.py'), *TINY,
+            '-e', '3', '--save', str(out), '--snapshot-interval', '2']
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / 'snapshot_iter_6').exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    snapshots = sorted(int(f.rsplit('_', 1)[1]) for f in os.listdir(out)
+                       if f.startswith('snapshot_iter_'))
+    result = run('train.py', *TINY, '-e', '3', '--save', str(out),
+                 '--snapshot-interval', '2')
+    resumed = int(result.stdout.split('(iteration ')[1].split(')')[0])
+    assert resumed == snapshots[-1] >= 6
+    log = json.loads((out / 'log').read_text())
+    assert [e['epoch'] for e in log] == [1, 2, 3]
+    assert log[-1]['iteration'] == 12
+    assert not [f for f in os.listdir(out)
+                if 'partial' in f or f.startswith('tmp')]
+
+
+def test_bad_data(tmp_path):
+    fails_with('is not a folder', 'train.py', '--data-dir',
+               str(tmp_path / 'none'), '--save', str(tmp_path / 'a'))
+    shutil.copytree(MNIST_FIXTURE, tmp_path / 'm')
+    path = tmp_path / 'm' / 'train-images-idx3-ubyte.gz'
+    path.write_bytes(path.read_bytes()[:1000])
+    fails_with('cannot read', 'train.py', '--data-dir', str(tmp_path / 'm'),
+               '--save', str(tmp_path / 'b'))
+    os.remove(path)
+    fails_with('has no train-images-idx3-ubyte', 'train.py', '--data-dir',
+               str(tmp_path / 'm'), '--save', str(tmp_path / 'c'))
+
+
+def test_bad_checkpoints(trained, tmp_path):
+    fails_with('no model file', 'analyze.py', '--load',
+               str(tmp_path / 'nothing.npz'), *DATA)
+    corrupt = tmp_path / 'corrupt.npz'
+    corrupt.write_bytes(b'this is not a zip file')
+    fails_with('cannot load model', 'analyze.py', '--load', str(corrupt),
+               *DATA)
+    truncated = tmp_path / 'truncated.npz'
+    truncated.write_bytes((trained / 'model.npz').read_bytes()[:100000])
+    fails_with('cannot load model', 'analyze.py', '--load', str(truncated),
+               *DATA)
+    foreign = tmp_path / 'foreign.npz'
+    numpy.savez(foreign, **{'fc/W': numpy.zeros((3, 4))})
+    fails_with('not a capsnet model file', 'analyze.py', '--load',
+               str(foreign), *DATA)
+    # parameters of one architecture under the options of another
+    with numpy.load(trained / 'model.npz') as npz:
+        arrays = dict(npz)
+    arrays['capsnet_options'] = numpy.array(json.dumps(
+        dict(json.loads(str(arrays['capsnet_options'])),
+             shared_weights=True)))
+    other = tmp_path / 'other.npz'
+    numpy.savez(other, **arrays)
+    fails_with('cannot load model', 'analyze.py', '--load', str(other),
+               *DATA)
+
+
+def test_bad_snapshots_and_mixed_runs(trained, tmp_path):
+    bad = tmp_path / 'snapshot'
+    bad.write_bytes(b'garbage')
+    fails_with('cannot resume from', 'train.py', *TINY, '--save',
+               str(tmp_path / 'r'), '--resume', str(bad))
+    fails_with('other model options', 'train.py', *TINY, '--save',
+               str(trained), '--routing', '2')
+
+
+def test_unwritable_outputs_and_missing_gpu(trained, tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('a file, not a folder')
+    fails_with('cannot write to', 'train.py', *TINY, '--save',
+               str(blocker / 'out'))
+    fails_with('cannot write to', 'analyze.py', '--load', str(trained),
+               *DATA, '--out', str(blocker / 'out'))
+    fails_with('-g 0 asks for a GPU', 'train.py', *TINY, '-g', '0',
+               '--save', str(tmp_path / 'g'))
+    fails_with('-g 0 asks for a GPU', 'analyze.py', '--load', str(trained),
+               '-g', '0', *DATA)
