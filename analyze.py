@@ -24,7 +24,7 @@ from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
 from capsnet import kernels
-from capsnet import visualize
+from capsnet import analysis
 from capsnet.errors import UserError
 
 
@@ -41,19 +41,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def evaluate(model, images, labels, device, batchsize):
-    """Fraction of ``images`` whose longest capsule is their label."""
-    converter = data.BatchConverter()
-    correct = 0
-    for start in range(0, len(images), batchsize):
-        batch = list(zip(images[start:start + batchsize],
-                         labels[start:start + batchsize]))
-        x, t = converter(batch, device)
-        _, predicted = visualize.digit_capsules(model, x)
-        correct += int((predicted == t).sum())
-    return correct / len(images)
-
-
 def render(model, images, labels, device, out):
     if not model.options['reconstruct']:
         raise UserError('this model has no decoder (trained with '
@@ -66,26 +53,26 @@ def render(model, images, labels, device, out):
         raise UserError('the test images hold fewer than two of each digit')
     x = device.send(images[picks].astype(numpy.float32) / 255)
     inputs = images[picks, 0] / 255
-    v, predicted = visualize.digit_capsules(model, x)
+    v, predicted = analysis.digit_capsules(model, x)
     predicted = chainer.backend.CpuDevice().send(predicted)
-    reconstructed = visualize.decode(model, v, predicted)
+    reconstructed = analysis.decode(model, v, predicted)
     truth = ['{}'.format(t) for t in labels[picks]]
-    visualize.save_grid(
+    analysis.save_grid(
         os.path.join(out, 'reconstructions.png'), [inputs, reconstructed],
         ['input', 'recon.'], ['{}->{}'.format(t, p)
                               for t, p in zip(labels[picks], predicted)],
         title='Inputs and their reconstructions from the longest capsule '
         '(true->predicted)')
-    masks = visualize.mask_grid(model, x)
-    visualize.save_grid(
+    masks = analysis.mask_grid(model, x)
+    analysis.save_grid(
         os.path.join(out, 'mask_grid.png'), [inputs, *masks],
         ['input'] + ['mask {}'.format(j) for j in range(n_classes)], truth,
         title='Reconstruction from each digit capsule alone')
-    deltas = visualize.DELTAS
+    deltas = analysis.DELTAS
     for d in range(n_classes):
         # the first test image of digit d
-        grid = visualize.interpolation_grid(model, x[2 * d:2 * d + 1], d)
-        visualize.save_grid(
+        grid = analysis.interpolation_grid(model, x[2 * d:2 * d + 1], d)
+        analysis.save_grid(
             os.path.join(out, 'interpolation_{}.png'.format(d)), grid,
             ['dim {}'.format(k) for k in range(len(grid))],
             ['{:+.2f}'.format(t) for t in deltas],
@@ -106,7 +93,8 @@ def main(argv=None):
     images, labels = images[:args.test_size], labels[:args.test_size]
     with kernels.frozen_weights():
         if args.evaluate:
-            accuracy = evaluate(model, images, labels, device, args.batchsize)
+            accuracy = analysis.accuracy(model, images, labels, device,
+                                         args.batchsize)
             print(json.dumps({'accuracy': round(accuracy, 6),
                               'error_percent': round(100 * (1 - accuracy), 4),
                               'n': len(images)}))

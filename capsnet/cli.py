@@ -30,7 +30,11 @@ def get_device(gpu):
     if not cuda.available:
         raise UserError('-g {} asks for a GPU, but CuPy with CUDA is not '
                         'available here; use -g -1 for the CPU'.format(gpu))
-    count = cuda.cupy.cuda.runtime.getDeviceCount()
+    try:
+        count = cuda.cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:          # CuPy is installed, CUDA is not usable
+        raise UserError('-g {} asks for a GPU, but CUDA reports: {}; use -g '
+                        '-1 for the CPU'.format(gpu, e))
     if gpu >= count:
         raise UserError('-g {}: this machine has {} GPU(s)'.format(gpu, count))
     device = chainer.get_device('@cupy:{}'.format(gpu))

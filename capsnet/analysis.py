@@ -1,7 +1,9 @@
-"""Looking inside a trained CapsNet: reconstructions, masks, interpolations.
+"""Looking inside a trained CapsNet: accuracy, reconstructions, masks,
+interpolations.
 
-Every function takes a model already on its device and returns NumPy arrays of
-images (values in [0, 1]); ``save_grid`` draws any such grid to a PNG.
+The functions take a model already on its device; the image functions return
+NumPy arrays of images (values in [0, 1]) and ``save_grid`` draws any such
+grid to a PNG.
 """
 import numpy
 
@@ -9,6 +11,7 @@ import chainer
 from chainer import backend
 
 from capsnet.checkpoint import atomic_write
+from capsnet.data import BatchConverter
 
 # Figure 4 of the paper: each dimension tweaked over [-0.25, 0.25] by 0.05.
 DELTAS = numpy.arange(-5, 6) * 0.05
@@ -24,6 +27,20 @@ def digit_capsules(model, x):
         v, _ = model.capsules(x)
     lengths = model.xp.sqrt((v.array ** 2).sum(axis=2))
     return v.array, lengths.argmax(axis=1)
+
+
+def accuracy(model, images, labels, device, batchsize=256):
+    """Fraction of ``images`` (uint8 (N, 1, H, W)) whose longest capsule is
+    their label."""
+    converter = BatchConverter()
+    correct = 0
+    for start in range(0, len(images), batchsize):
+        batch = list(zip(images[start:start + batchsize],
+                         labels[start:start + batchsize]))
+        x, t = converter(batch, device)
+        _, predicted = digit_capsules(model, x)
+        correct += int((predicted == t).sum())
+    return correct / len(images)
 
 
 def decode(model, v, labels):

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Alternate this project's benchmark with a reference (A B A B ...) and
+print the medians and their ratio as a markdown table.
+
+    python bench/side_by_side.py --pairs 3 \\
+        --reference "/tmp/torchref/bin/python ../shared/bench/torch_capsnet.py"
+
+Both commands get the same --batch/--steps/--warmup and print one JSON line
+with train_img_s, eval_img_s and max_rss_mib. The machines here are shared
+and noisy, so only the ratio of runs made side by side means much.
+"""
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+
+KEYS = ('train_img_s', 'eval_img_s', 'max_rss_mib')
+
+
+def run(command):
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--reference', required=True,
+                   help='command line of the reference benchmark')
+    p.add_argument('--pairs', type=int, default=3)
+    p.add_argument('--batch', type=int, default=128)
+    p.add_argument('--steps', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    args = p.parse_args()
+
+    common = ['--batch', str(args.batch), '--steps', str(args.steps),
+              '--warmup', str(args.warmup)]
+    ours = [sys.executable,
+            os.path.join(os.path.dirname(__file__), 'benchmark.py'), *common]
+    reference = shlex.split(args.reference) + common
+    results = {'capsnet': [], 'reference': []}
+    for _ in range(args.pairs):
+        results['capsnet'].append(run(ours))
+        results['reference'].append(run(reference))
+    medians = {name: {k: statistics.median(r[k] for r in runs) for k in KEYS}
+               for name, runs in results.items()}
+    print('| implementation | train img/s | eval img/s | peak RSS MiB |')
+    print('| --- | --- | --- | --- |')
+    for name in results:
+        m = medians[name]
+        print('| {} | {:.1f} | {:.1f} | {:.0f} |'.format(
+            name, *(m[k] for k in KEYS)))
+    ratio = {k: medians['capsnet'][k] / medians['reference'][k] for k in KEYS}
+    print('| ratio | {:.2f}x | {:.2f}x | {:.2f}x |'.format(
+        *(ratio[k] for k in KEYS)))
+    print(json.dumps({'pairs': args.pairs, 'runs': results}))
+
+
+if __name__ == '__main__':
+    main()
