@@ -6,9 +6,11 @@
 
 Renders into --out (default: analysis/ inside the loaded folder):
 reconstructions.png (inputs over their reconstructions), mask_grid.png (two
-test images per digit, then one reconstruction row per digit mask) and
+test images per digit, then one reconstruction row per digit mask),
 interpolation_<d>.png for each digit d (16 capsule dimensions x 11 tweaks of
--0.25 .. +0.25, as the paper's Figure 4).
+-0.25 .. +0.25, as the paper's Figure 4) and routing_<k>.png for each test
+image k of --routing-images (its couplings to each digit capsule over the 6x6
+grid; --routing-types adds one row per capsule type).
 """
 import argparse
 import json
@@ -37,15 +39,53 @@ def parse_args(argv=None):
     p.add_argument('--out', default=None, help='output folder for the PNGs')
     p.add_argument('--evaluate', action='store_true',
                    help='print the test accuracy as one JSON line instead')
+    p.add_argument('--routing-images', type=int, nargs='*', default=[0],
+                   help='test images whose routing to render (default: 0)')
+    p.add_argument('--routing-types', action='store_true',
+                   help='also render the couplings of each capsule type')
     p.add_argument('-b', '--batchsize', type=int, default=256)
     return p.parse_args(argv)
 
 
+def render_routing(model, images, labels, device, out, indices, per_type):
+    """routing_<k>.png (and routing_types_<k>.png) for test images k;
+    returns their paths."""
+    paths = []
+    for k in indices:
+        if not 0 <= k < len(images):
+            raise UserError('--routing-images {} is outside the {} test '
+                            'images'.format(k, len(images)))
+        x = device.send(images[k:k + 1].astype(numpy.float32) / 255)
+        types, mean = analysis.routing_maps(model, x)
+        predicted = int(chainer.backend.CpuDevice().send(
+            analysis.digit_capsules(model, x)[1])[0])
+        paths.append(os.path.join(out, 'routing_{}.png'.format(k)))
+        analysis.save_routing(paths[-1], images[k, 0] / 255, mean[0],
+                              int(labels[k]), predicted)
+        if per_type:
+            paths.append(os.path.join(out, 'routing_types_{}.png'.format(k)))
+            # rows: capsule types; columns: digit capsules
+            analysis.save_grid(
+                paths[-1], types[0].transpose(1, 0, 2, 3) / types[0].max(),
+                ['type {}'.format(t) for t in range(types.shape[2])],
+                ['capsule {}'.format(j) for j in range(types.shape[1])],
+                title='Image {}: coupling of each capsule type (scaled to '
+                'its maximum, {:.3f})'.format(k, float(types[0].max())))
+    return paths
+
+
 def render(model, images, labels, device, out):
+    """The reconstruction, mask and interpolation figures; returns paths."""
     if not model.options['reconstruct']:
         raise UserError('this model has no decoder (trained with '
                         '--no-reconstruct): only --evaluate applies')
     n_classes = model.options['n_classes']
+    paths = []
+
+    def path(name):
+        paths.append(os.path.join(out, name))
+        return paths[-1]
+
     # two test images per digit, in digit order
     picks = numpy.concatenate(
         [numpy.flatnonzero(labels == d)[:2] for d in range(n_classes)])
@@ -58,14 +98,14 @@ def render(model, images, labels, device, out):
     reconstructed = analysis.decode(model, v, predicted)
     truth = ['{}'.format(t) for t in labels[picks]]
     analysis.save_grid(
-        os.path.join(out, 'reconstructions.png'), [inputs, reconstructed],
+        path('reconstructions.png'), [inputs, reconstructed],
         ['input', 'recon.'], ['{}->{}'.format(t, p)
                               for t, p in zip(labels[picks], predicted)],
         title='Inputs and their reconstructions from the longest capsule '
         '(true->predicted)')
     masks = analysis.mask_grid(model, x)
     analysis.save_grid(
-        os.path.join(out, 'mask_grid.png'), [inputs, *masks],
+        path('mask_grid.png'), [inputs, *masks],
         ['input'] + ['mask {}'.format(j) for j in range(n_classes)], truth,
         title='Reconstruction from each digit capsule alone')
     deltas = analysis.DELTAS
@@ -73,13 +113,13 @@ def render(model, images, labels, device, out):
         # the first test image of digit d
         grid = analysis.interpolation_grid(model, x[2 * d:2 * d + 1], d)
         analysis.save_grid(
-            os.path.join(out, 'interpolation_{}.png'.format(d)), grid,
+            path('interpolation_{}.png'.format(d)), grid,
             ['dim {}'.format(k) for k in range(len(grid))],
             ['{:+.2f}'.format(t) for t in deltas],
             title='Digit {}: each capsule dimension tweaked '
             '(red: untweaked)'.format(d),
             marked_col=int(numpy.flatnonzero(deltas == 0)[0]))
-    print('rendered {} images into {}'.format(2 + n_classes, out))
+    return paths
 
 
 def main(argv=None):
@@ -99,8 +139,12 @@ def main(argv=None):
                               'error_percent': round(100 * (1 - accuracy), 4),
                               'n': len(images)}))
             return
-        out = args.out or os.path.join(os.path.dirname(path), 'analysis')
-        render(model, images, labels, device, cli.writable_dir(out))
+        out = cli.writable_dir(
+            args.out or os.path.join(os.path.dirname(path), 'analysis'))
+        paths = render(model, images, labels, device, out)
+        paths += render_routing(model, images, labels, device, out,
+                                args.routing_images, args.routing_types)
+        print('rendered {} images into {}'.format(len(paths), out))
 
 
 if __name__ == '__main__':

@@ -43,6 +43,24 @@ def accuracy(model, images, labels, device, batchsize=256):
     return correct / len(images)
 
 
+def routing_maps(model, x):
+    """The couplings c_ij of the last routing iteration, on the primary grid.
+
+    x (N, 1, H, W) -> (per_type (N, J, T, G, G), mean (N, J, G, G)): for each
+    digit capsule j, the coupling of the primary capsule of each type t at
+    each grid position; ``mean`` averages the T types, so it sums to 1 over
+    the J digit capsules at every position (1/J everywhere without routing).
+    """
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        _, c = model.capsules(x)                           # (N, J, I)
+    c = backend.CpuDevice().send(c.array)
+    n, j, _ = c.shape
+    g, t = model.grid, c.shape[2] // model.grid ** 2
+    # capsule i = (y * G + x) * T + t
+    per_type = c.reshape(n, j, g, g, t).transpose(0, 1, 4, 2, 3)
+    return per_type, per_type.mean(axis=2)
+
+
 def decode(model, v, labels):
     """Images (N, H, W) decoded from capsule labels[n] of v (N, J, 16)."""
     with chainer.using_config('train', False), chainer.no_backprop_mode():
@@ -70,6 +88,37 @@ def interpolation_grid(model, x, digit, deltas=DELTAS):
         tweaked[k * len(deltas):(k + 1) * len(deltas), digit, k] += offsets
     images = decode(model, tweaked, numpy.full(len(tweaked), digit))
     return images.reshape(d, len(deltas), *images.shape[1:])
+
+
+def save_routing(path, image, maps, truth, predicted):
+    """One image beside its J coupling heatmaps (J, G, G); the predicted
+    digit's map is framed in red."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    j = len(maps)
+    fig, axes = plt.subplots(1, j + 1, figsize=(1.1 * (j + 1) + 0.8, 1.7))
+    axes[0].imshow(image, cmap='gray', vmin=0, vmax=1)
+    axes[0].set_title('label {}\npredicted {}'.format(truth, predicted),
+                      fontsize=7)
+    for k, ax in enumerate(axes[1:]):
+        shown = ax.imshow(maps[k], cmap='viridis', vmin=0,
+                          vmax=max(float(maps.max()), 1e-6))
+        ax.set_title('capsule {}'.format(k), fontsize=7,
+                     color='red' if k == predicted else 'black')
+        for spine in ax.spines.values():
+            spine.set_color('red' if k == predicted else 'black')
+            spine.set_linewidth(2 if k == predicted else 0.5)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=list(axes), fraction=0.02, pad=0.01)
+    fig.suptitle('Coupling c_ij after the last routing iteration, averaged '
+                 'over the capsule types at each grid position', fontsize=8)
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110,
+                                             bbox_inches='tight'))
+    plt.close(fig)
 
 
 def save_grid(path, rows, row_labels=(), col_labels=(), title=None,

@@ -61,18 +61,23 @@ def test_train_leaves_model_log_plots_snapshots(trained):
     assert options['model']['routing'] == 3 and options['train']['epoch'] == 2
 
 
-def test_analyze_renders_twelve_images(trained, tmp_path):
+def test_analyze_renders_the_figures(trained, tmp_path):
     out = tmp_path / 'figures'
     result = run('analyze.py', '--load', str(trained), *DATA,
                  '--test-size', '100', '--out', str(out))
     assert sorted(os.listdir(out)) == sorted(
-        ['reconstructions.png', 'mask_grid.png'] +
+        ['reconstructions.png', 'mask_grid.png', 'routing_0.png'] +
         ['interpolation_{}.png'.format(d) for d in range(10)])
-    assert 'rendered 12 images' in result.stdout
+    assert 'rendered 13 images' in result.stdout
     # the default output folder is analysis/ beside the model
     run('analyze.py', '--load', str(trained / 'model.npz'), *DATA,
-        '--test-size', '100')
-    assert len(os.listdir(trained / 'analysis')) == 12
+        '--test-size', '100', '--routing-images', '5', '7',
+        '--routing-types')
+    assert {'routing_5.png', 'routing_types_5.png', 'routing_7.png',
+            'routing_types_7.png'} <= set(os.listdir(trained / 'analysis'))
+    fails_with('outside the 100 test images', 'analyze.py', '--load',
+               str(trained), *DATA, '--test-size', '100',
+               '--routing-images', '100', '--out', str(out))
 
 
 def test_analyze_evaluate_prints_one_json_line(trained):
