@@ -76,6 +76,9 @@ def render_routing(model, images, labels, device, out, indices, per_type):
 
 def render(model, images, labels, device, out):
     """The reconstruction, mask and interpolation figures; returns paths."""
+    if model.arch != 'capsnet':
+        raise UserError('the {} has no capsules to look inside: only '
+                        '--evaluate applies'.format(model.arch))
     if not model.options['reconstruct']:
         raise UserError('this model has no decoder (trained with '
                         '--no-reconstruct): only --evaluate applies')

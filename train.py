@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Train CapsNet on MNIST with Chainer's Trainer.
+"""Train CapsNet (or the paper's baseline CNN) on MNIST with Chainer's Trainer.
 
     python train.py -g 0 --save saved_model --reconstruct
+    python train.py -g 0 --save baseline --model baseline
 
 The save folder gets the best-by-validation model (model.npz, options inside),
 options.json, the JSON log, loss/accuracy plots and snapshots. Running the same
@@ -16,6 +17,7 @@ import numpy
 
 import capsnet  # noqa: F401  (patches chainer before its first import)
 import chainer
+import chainer.links as L
 from chainer import training
 from chainer.training import extensions
 
@@ -24,7 +26,7 @@ from capsnet import cli
 from capsnet import data
 from capsnet import kernels
 from capsnet.errors import UserError
-from capsnet.model import CapsNet
+from capsnet.model import ARCHITECTURES
 from capsnet.model import CapsNetLoss
 
 
@@ -33,6 +35,9 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawTextHelpFormatter)
     cli.add_common_arguments(p)
     p.add_argument('--save', default='result', help='output folder')
+    p.add_argument('--model', default='capsnet', choices=list(ARCHITECTURES),
+                   help="capsnet, or the paper's baseline CNN (which "
+                   'ignores the capsule flags below)')
     p.add_argument('-e', '--epoch', type=int, default=50)
     p.add_argument('-b', '--batchsize', type=int, default=128)
     p.add_argument('--lr', type=float, default=1e-3, help='Adam step size')
@@ -96,11 +101,12 @@ def main(argv=None):
     device = cli.get_device(args.gpu)
     out = cli.writable_dir(args.save)
     checkpoint.remove_partial_files(out)
-    options = dict(routing=args.routing, reconstruct=args.reconstruct,
-                   shared_weights=args.shared_weights,
-                   leaky_slope=args.leaky_slope)
+    architecture = ARCHITECTURES[args.model]
+    options = {} if args.model == 'baseline' else dict(
+        routing=args.routing, reconstruct=args.reconstruct,
+        shared_weights=args.shared_weights, leaky_slope=args.leaky_slope)
     options_path = os.path.join(out, 'options.json')
-    check_same_run(options_path, CapsNet(**options).options)
+    check_same_run(options_path, architecture(**options).options)
 
     train, val, test = data.make_splits(
         data.load(args.dataset, args.data_dir), args.val_size,
@@ -109,9 +115,10 @@ def main(argv=None):
     numpy.random.seed(args.seed)
     if device.xp is not numpy:
         device.xp.random.seed(args.seed)
-    model = CapsNet(**options)
+    model = architecture(**options)
     model.to_device(device)
-    loss = CapsNetLoss(model, args.recon_weight)
+    loss = (L.Classifier(model) if args.model == 'baseline'
+            else CapsNetLoss(model, args.recon_weight))
     optimizer = chainer.optimizers.Adam(alpha=args.lr)
     optimizer.setup(loss)
     checkpoint.write_json(options_path, {'model': model.options,

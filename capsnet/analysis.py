@@ -30,15 +30,17 @@ def digit_capsules(model, x):
 
 
 def accuracy(model, images, labels, device, batchsize=256):
-    """Fraction of ``images`` (uint8 (N, 1, H, W)) whose longest capsule is
-    their label."""
+    """Fraction of ``images`` (uint8 (N, 1, H, W)) whose highest class
+    score (a CapsNet's longest capsule) is their label."""
     converter = BatchConverter()
     correct = 0
     for start in range(0, len(images), batchsize):
         batch = list(zip(images[start:start + batchsize],
                          labels[start:start + batchsize]))
         x, t = converter(batch, device)
-        _, predicted = digit_capsules(model, x)
+        with chainer.using_config('train', False), \
+                chainer.no_backprop_mode():
+            predicted = model.predict(x).array.argmax(axis=1)
         correct += int((predicted == t).sum())
     return correct / len(images)
 

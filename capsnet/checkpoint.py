@@ -1,7 +1,7 @@
 """Files a run leaves behind, each written atomically (temp file + rename).
 
-A model file is an .npz of the CapsNet's parameters plus its constructor
-options under ``OPTIONS_KEY``, so it rebuilds its own architecture.
+A model file is an .npz of a model's parameters plus its architecture and
+constructor options under ``OPTIONS_KEY``, so it rebuilds its own model.
 """
 import glob
 import json
@@ -19,14 +19,14 @@ from chainer import serializers
 from chainer.training import extensions
 
 from capsnet.errors import UserError
-from capsnet.model import CapsNet
+from capsnet.model import ARCHITECTURES
 
 OPTIONS_KEY = 'capsnet_options'
 MODEL_FILE = 'model.npz'
 SNAPSHOT_FORMAT = 'snapshot_iter_{.updater.iteration}'
 # What a broken or foreign .npz raises while it is opened or read.
-_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile,
-                zlib.error, pickle.UnpicklingError)
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError,
+                zipfile.BadZipFile, zlib.error, pickle.UnpicklingError)
 
 
 def atomic_write(path, write):
@@ -55,7 +55,8 @@ def save_model(path, model):
     serializer = serializers.DictionarySerializer()
     serializer.save(model)
     arrays = dict(serializer.target)
-    arrays[OPTIONS_KEY] = numpy.array(json.dumps(model.options))
+    arrays[OPTIONS_KEY] = numpy.array(json.dumps(
+        dict(model.options, arch=model.arch)))
     atomic_write(path, lambda f: numpy.savez_compressed(f, **arrays))
 
 
@@ -65,7 +66,7 @@ def model_path(load):
 
 
 def load_model(path):
-    """Rebuild the CapsNet saved in ``path``, on the CPU."""
+    """Rebuild the model saved in ``path``, on the CPU."""
     if not os.path.isfile(path):
         raise UserError('no model file at {}'.format(path))
     try:
@@ -73,7 +74,9 @@ def load_model(path):
             if OPTIONS_KEY not in npz.files:
                 raise UserError('{} is not a capsnet model file (it has no '
                                 '{})'.format(path, OPTIONS_KEY))
-            model = CapsNet(**json.loads(str(npz[OPTIONS_KEY])))
+            options = json.loads(str(npz[OPTIONS_KEY]))
+            # files without 'arch' predate the baseline: CapsNets
+            model = ARCHITECTURES[options.pop('arch', 'capsnet')](**options)
             serializers.NpzDeserializer(npz).load(model)
     except _READ_ERRORS as e:
         raise UserError('cannot load model {}: {} ({})'.format(

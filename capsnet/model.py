@@ -46,6 +46,8 @@ class CapsNet(chainer.Chain):
             easier to modify; same parameters, same results.
     """
 
+    arch = 'capsnet'
+
     def __init__(self, n_classes=10, routing=3, reconstruct=True,
                  shared_weights=False, leaky_slope=0.0, in_size=28,
                  fused=True):
@@ -112,6 +114,11 @@ class CapsNet(chainer.Chain):
         h = F.relu(self.fc2(h))
         return F.sigmoid(self.fc3(h))
 
+    def predict(self, x):
+        """Class scores (N, J): the capsule lengths."""
+        v, _ = self.capsules(x)
+        return length(v)
+
     def forward(self, x, t=None):
         """x (N, 1, H, W) -> lengths (N, J), reconstruction (N, H*W) or None.
 
@@ -125,6 +132,42 @@ class CapsNet(chainer.Chain):
         if t is None or not chainer.config.train:
             t = lengths.array.argmax(axis=1)
         return lengths, self.decode(v, t)
+
+
+class BaselineCNN(chainer.Chain):
+    """The paper's baseline: three 5x5 convolutions (256, 256, 128 channels,
+    stride 1, same padding, no pooling, ReLU), fully connected layers of 328
+    and 192 units with dropout, and 10 logits: 35.4M parameters, most of them
+    in the first fully connected layer (128 * 28 * 28 inputs)."""
+
+    arch = 'baseline'
+
+    def __init__(self, n_classes=10, in_size=28, dropout=0.5):
+        super().__init__()
+        self.options = dict(n_classes=n_classes, in_size=in_size,
+                            dropout=dropout)
+        with self.init_scope():
+            self.conv1 = L.Convolution2D(1, 256, 5, pad=2)
+            self.conv2 = L.Convolution2D(256, 256, 5, pad=2)
+            self.conv3 = L.Convolution2D(256, 128, 5, pad=2)
+            self.fc1 = L.Linear(128 * in_size * in_size, 328)
+            self.fc2 = L.Linear(328, 192)
+            self.fc3 = L.Linear(192, n_classes)
+
+    def forward(self, x):
+        """x (N, 1, H, W) -> logits (N, n_classes)."""
+        ratio = self.options['dropout']
+        h = F.relu(self.conv3(F.relu(self.conv2(F.relu(self.conv1(x))))))
+        h = F.dropout(F.relu(self.fc1(h)), ratio)
+        h = F.dropout(F.relu(self.fc2(h)), ratio)
+        return self.fc3(h)
+
+    def predict(self, x):
+        """Class scores (N, n_classes): the logits."""
+        return self(x)
+
+
+ARCHITECTURES = {'capsnet': CapsNet, 'baseline': BaselineCNN}
 
 
 class CapsNetLoss(chainer.Chain):

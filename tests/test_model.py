@@ -115,3 +115,15 @@ def test_loss_reports_and_reconstruction_switch(images):
 def test_routing_iterations_option(images, routing):
     _, c = CapsNet(routing=routing, reconstruct=False).capsules(images[:1])
     assert numpy.allclose(c.array, 0.1) == (routing == 1)
+
+
+def test_baseline_cnn_parameters_and_shapes():
+    from capsnet.model import BaselineCNN
+    model = BaselineCNN()
+    # 6,656 + 1,638,656 + 819,328 + 32,915,784 + 63,168 + 1,930
+    assert n_params(model) == 35445522
+    x = numpy.zeros((2, 1, 28, 28), dtype=numpy.float32)
+    with chainer.using_config('train', False):
+        assert model(x).shape == (2, 10)
+        numpy.testing.assert_array_equal(model.predict(x).array,
+                                         model(x).array)

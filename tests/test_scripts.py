@@ -187,3 +187,19 @@ def test_unwritable_outputs_and_missing_gpu(trained, tmp_path):
                '--save', str(tmp_path / 'g'))
     fails_with('-g 0 asks for a GPU', 'analyze.py', '--load', str(trained),
                '-g', '0', *DATA)
+
+
+def test_baseline_trains_and_evaluates_through_the_same_commands(tmp_path):
+    out = tmp_path / 'baseline'
+    run('train.py', *DATA, '--model', 'baseline', '--train-size', '32', '-b',
+        '16', '-e', '1', '--val-size', '100', '--test-size', '50', '--save',
+        str(out))
+    log = json.loads((out / 'log').read_text())
+    assert 'validation/main/accuracy' in log[-1]
+    options = json.loads((out / 'options.json').read_text())
+    assert options['train']['model'] == 'baseline'
+    result = run('analyze.py', '--load', str(out), *DATA, '--evaluate',
+                 '--test-size', '50')
+    assert json.loads(result.stdout)['n'] == 50
+    fails_with('no capsules to look inside', 'analyze.py', '--load',
+               str(out), *DATA)
