@@ -22,11 +22,12 @@ import numpy
 import capsnet  # noqa: F401  (patches chainer before its first import)
 import chainer
 
+from capsnet import affine
+from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
 from capsnet import kernels
-from capsnet import analysis
 from capsnet.errors import UserError
 
 
@@ -39,6 +40,21 @@ def parse_args(argv=None):
     p.add_argument('--out', default=None, help='output folder for the PNGs')
     p.add_argument('--evaluate', action='store_true',
                    help='print the test accuracy as one JSON line instead')
+    p.add_argument('--affine', action='store_true',
+                   help='with --evaluate: warp each test digit by a random '
+                   'affine map first (strengths below)')
+    p.add_argument('--affine-rotation', type=float, default=15.0,
+                   help='degrees, uniform in +-this')
+    p.add_argument('--affine-scale', type=float, default=0.1,
+                   help='scaling uniform in [1 - this, 1 + this]')
+    p.add_argument('--affine-shear', type=float, default=10.0,
+                   help='degrees, uniform in +-this')
+    p.add_argument('--affine-translation', type=float, default=2.0,
+                   help='pixels in y and in x, uniform in +-this')
+    p.add_argument('--affine-seed', type=int, default=0)
+    p.add_argument('--affnist', default=None, metavar='FILE',
+                   help='with --evaluate: the test images of an affNIST .mat '
+                   'batch instead (40x40: needs a model built for them)')
     p.add_argument('--routing-images', type=int, nargs='*', default=[0],
                    help='test images whose routing to render (default: 0)')
     p.add_argument('--routing-types', action='store_true',
@@ -132,15 +148,32 @@ def main(argv=None):
     path = checkpoint.model_path(args.load)
     model = checkpoint.load_model(path)
     model.to_device(device)
-    images, labels = data.load(args.dataset, args.data_dir, ('test',))['test']
+    if args.affnist:
+        images, labels = affine.read_affnist(args.affnist)
+        if model.options['in_size'] != images.shape[-1]:
+            raise UserError('affNIST images are 40x40; this model takes '
+                            '{0}x{0}'.format(model.options['in_size']))
+    else:
+        images, labels = data.load(args.dataset, args.data_dir,
+                                   ('test',))['test']
     images, labels = images[:args.test_size], labels[:args.test_size]
     with kernels.frozen_weights():
         if args.evaluate:
+            report = {}
+            if args.affine:
+                strength = dict(rotation=args.affine_rotation,
+                                scale=args.affine_scale,
+                                shear=args.affine_shear,
+                                translation=args.affine_translation)
+                images = affine.random_affine(images, args.affine_seed,
+                                              **strength)
+                report['affine'] = dict(strength, seed=args.affine_seed)
             accuracy = analysis.accuracy(model, images, labels, device,
                                          args.batchsize)
-            print(json.dumps({'accuracy': round(accuracy, 6),
-                              'error_percent': round(100 * (1 - accuracy), 4),
-                              'n': len(images)}))
+            print(json.dumps(dict({'accuracy': round(accuracy, 6),
+                                   'error_percent':
+                                   round(100 * (1 - accuracy), 4),
+                                   'n': len(images)}, **report)))
             return
         out = cli.writable_dir(
             args.out or os.path.join(os.path.dirname(path), 'analysis'))

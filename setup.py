@@ -9,7 +9,8 @@ setup(
     long_description_content_type='text/markdown',
     packages=['capsnet'],
     python_requires='>=3.11',
-    install_requires=['chainer==7.8.1', 'numpy>=1.26', 'matplotlib>=3.5'],
+    install_requires=['chainer==7.8.1', 'numpy>=1.26', 'matplotlib>=3.5',
+                      'scipy>=1.10'],
     extras_require={
         # CuPy 14 needs NumPy >= 2; capsnet.compat makes chainer run on it
         'cuda12': ['cupy-cuda12x>=14'],

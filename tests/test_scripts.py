@@ -203,3 +203,17 @@ def test_baseline_trains_and_evaluates_through_the_same_commands(tmp_path):
     assert json.loads(result.stdout)['n'] == 50
     fails_with('no capsules to look inside', 'analyze.py', '--load',
                str(out), *DATA)
+
+
+def test_affine_evaluation_and_affnist(trained, tmp_path):
+    result = run('analyze.py', '--load', str(trained), *DATA, '--evaluate',
+                 '--test-size', '100', '--affine', '--affine-rotation', '30')
+    report = json.loads(result.stdout)
+    assert report['n'] == 100 and report['affine']['rotation'] == 30
+    scipy_io = pytest.importorskip('scipy.io')
+    path = tmp_path / 'affnist.mat'
+    scipy_io.savemat(path, {'affNISTdata': {
+        'image': numpy.zeros((1600, 2), dtype=numpy.uint8),
+        'label_int': numpy.array([1, 2])}})
+    fails_with('affNIST images are 40x40', 'analyze.py', '--load',
+               str(trained), '--evaluate', '--affnist', str(path))
