@@ -143,7 +143,6 @@ def render(model, images, labels, device, out):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.keep_freed_memory()
     device = cli.get_device(args.gpu)
     path = checkpoint.model_path(args.load)
     model = checkpoint.load_model(path)

@@ -97,7 +97,6 @@ def snapshot_trigger(interval):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.keep_freed_memory()
     device = cli.get_device(args.gpu)
     out = cli.writable_dir(args.save)
     checkpoint.remove_partial_files(out)
@@ -124,14 +123,16 @@ def main(argv=None):
     checkpoint.write_json(options_path, {'model': model.options,
                                          'train': vars(args)})
 
-    order = chainer.iterators.ShuffleOrderSampler(
-        numpy.random.RandomState(args.seed))
+    order_rng, shift_rng = (numpy.random.default_rng([args.seed, k])
+                            for k in range(2))
     train_iter = chainer.iterators.SerialIterator(
-        train, args.batchsize, order_sampler=order)
+        train, args.batchsize,
+        order_sampler=chainer.iterators.ShuffleOrderSampler(order_rng))
     updater = training.StandardUpdater(
         train_iter, optimizer, device=device,
-        converter=data.BatchConverter(args.max_shift, args.seed))
+        converter=data.BatchConverter(args.max_shift, shift_rng))
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=out)
+    trainer.extend(checkpoint.RandomStates(order=order_rng, shift=shift_rng))
 
     plain = data.BatchConverter()
     for name, dataset in (('validation', val), ('test', test)):

@@ -57,7 +57,7 @@ def main():
                    help='evaluate without frozen_weights()')
     args = p.parse_args()
 
-    cli.keep_freed_memory()                 # as train.py and analyze.py do
+    cli.keep_freed_memory()                 # as cli.run does for the scripts
     device = cli.get_device(args.gpu)
     xp = device.xp
     sync = (xp.cuda.Device().synchronize if xp is not numpy

@@ -131,6 +131,28 @@ class AtomicPlotReport(extensions.PlotReport):
             os.replace(partial, os.path.join(trainer.out, self._final_name))
 
 
+class RandomStates(chainer.training.Extension):
+    """Carry NumPy Generators through snapshots, so a resumed run draws the
+    same data order and shifts as one never interrupted. Does nothing when
+    called; it exists for ``serialize``."""
+
+    trigger = (1, 'epoch')
+
+    def __init__(self, **generators):
+        self.generators = generators
+
+    def __call__(self, trainer):
+        pass
+
+    def serialize(self, serializer):
+        for name, generator in self.generators.items():
+            if isinstance(serializer, chainer.serializer.Serializer):
+                serializer(name, json.dumps(generator.bit_generator.state))
+            else:
+                generator.bit_generator.state = json.loads(
+                    serializer(name, ''))
+
+
 class SaveBestModel(chainer.training.Extension):
     """Write the model to ``model.npz`` each time ``trigger`` fires."""
 

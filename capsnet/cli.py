@@ -71,7 +71,9 @@ def writable_dir(path):
 
 
 def run(main):
-    """Run ``main()``; a UserError becomes one line on stderr and exit 1."""
+    """Run a script's ``main()``: a UserError becomes one line on stderr and
+    exit status 1."""
+    keep_freed_memory()
     try:
         main()
     except UserError as e:

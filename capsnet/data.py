@@ -198,9 +198,9 @@ class BatchConverter(convert.Converter):
     and t int32 (N,) on the device; each image shifted by up to
     ``max_shift`` pixels (0: no augmentation, for evaluation)."""
 
-    def __init__(self, max_shift=0, seed=None):
+    def __init__(self, max_shift=0, rng=None):
         self.max_shift = max_shift
-        self.rng = numpy.random.default_rng(seed)
+        self.rng = rng if rng is not None else numpy.random.default_rng()
 
     def __call__(self, batch, device):
         images, labels = convert.concat_examples(batch)

@@ -20,7 +20,7 @@ def test_short_training_run_learns_mnist():
     optimizer = chainer.optimizers.Adam(alpha=1e-3)
     optimizer.setup(loss)
     device = chainer.get_device('@numpy')
-    converter = data.BatchConverter(max_shift=2, seed=0)
+    converter = data.BatchConverter(2, numpy.random.default_rng(0))
     order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(0))
     batches = chainer.iterators.SerialIterator(train, 32, order_sampler=order)
     for _ in range(120):                 # ~2 epochs of the 2,000 images

@@ -217,3 +217,19 @@ def test_affine_evaluation_and_affnist(trained, tmp_path):
         'label_int': numpy.array([1, 2])}})
     fails_with('affNIST images are 40x40', 'analyze.py', '--load',
                str(trained), '--evaluate', '--affnist', str(path))
+
+
+def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
+                                                             tmp_path):
+    """Weights, optimizer state, data order and shifts all carry over: the
+    final snapshot equals the uninterrupted run's, array for array."""
+    resumed = tmp_path / 'resumed'
+    run('train.py', *TINY, '--save', str(resumed), '--snapshot-interval', '3',
+        '--resume', str(trained / 'snapshot_iter_6'))
+    with numpy.load(trained / 'snapshot_iter_8') as a, \
+            numpy.load(resumed / 'snapshot_iter_8') as b:
+        keys = [k for k in a.files if k.startswith(('updater/model:main/',
+                                                    'updater/optimizer:'))]
+        assert len(keys) > 20 and set(keys) <= set(b.files)
+        for key in keys:
+            numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
