@@ -1,7 +1,8 @@
 """CapsNet (Sabour, Frosst and Hinton, NIPS 2017) as Chainer links.
 
     x (N, 1, 28, 28)
-    conv1     256 @ 9x9 / 1, ReLU            -> (N, 20, 20, 256)   NHWC
+    conv1     256 @ 9x9 / 1, ReLU            -> (N, 256, 20, 20)
+              viewed channels-last (NHWC)    -> (N, 20, 20, 256)
     primary   32 types x 8-D @ 9x9 / 2       -> (N, 6, 6, 256)
               as capsules, squashed          -> u (N, I=1152, 8)
     digitcaps u_hat_{j|i} = W_ij u_i          -> (N, J=10, I, 16)
