@@ -71,12 +71,13 @@ def render_routing(model, images, labels, device, out, indices, per_type):
         if not 0 <= k < len(images):
             raise UserError('--routing-images {} is outside the {} test '
                             'images'.format(k, len(images)))
-        x = device.send(images[k:k + 1].astype(numpy.float32) / 255)
+        image = analysis.model_input(model, images[k:k + 1])
+        x = device.send(image)
         types, mean = analysis.routing_maps(model, x)
         predicted = int(chainer.backend.CpuDevice().send(
             analysis.digit_capsules(model, x)[1])[0])
         paths.append(os.path.join(out, 'routing_{}.png'.format(k)))
-        analysis.save_routing(paths[-1], images[k, 0] / 255, mean[0],
+        analysis.save_routing(paths[-1], image[0, 0], mean[0],
                               int(labels[k]), predicted)
         if per_type:
             paths.append(os.path.join(out, 'routing_types_{}.png'.format(k)))
@@ -110,8 +111,9 @@ def render(model, images, labels, device, out):
         [numpy.flatnonzero(labels == d)[:2] for d in range(n_classes)])
     if len(picks) < 2 * n_classes:
         raise UserError('the test images hold fewer than two of each digit')
-    x = device.send(images[picks].astype(numpy.float32) / 255)
-    inputs = images[picks, 0] / 255
+    inputs = analysis.model_input(model, images[picks])
+    x = device.send(inputs)
+    inputs = inputs[:, 0]
     v, predicted = analysis.digit_capsules(model, x)
     predicted = chainer.backend.CpuDevice().send(predicted)
     reconstructed = analysis.decode(model, v, predicted)

@@ -54,6 +54,10 @@ def parse_args(argv=None):
                    help='leaky ReLU slope for conv1 (the seed used 0.05)')
     p.add_argument('--max-shift', type=int, default=2,
                    help='random shift of each training image, in pixels')
+    p.add_argument('--canvas', type=int, default=None,
+                   help='train on digits placed at random on a black canvas '
+                   'of this side (40: the paper\'s affNIST setting); test '
+                   'digits are centred on it')
     p.add_argument('--val-size', type=int, default=5000,
                    help='validation images held out of the 60,000 training '
                    'images; they pick the saved model (0: train on all)')
@@ -104,6 +108,8 @@ def main(argv=None):
     options = {} if args.model == 'baseline' else dict(
         routing=args.routing, reconstruct=args.reconstruct,
         shared_weights=args.shared_weights, leaky_slope=args.leaky_slope)
+    if args.canvas:
+        options['in_size'] = args.canvas
     options_path = os.path.join(out, 'options.json')
     check_same_run(options_path, architecture(**options).options)
 
@@ -130,11 +136,12 @@ def main(argv=None):
         order_sampler=chainer.iterators.ShuffleOrderSampler(order_rng))
     updater = training.StandardUpdater(
         train_iter, optimizer, device=device,
-        converter=data.BatchConverter(args.max_shift, shift_rng))
+        converter=data.BatchConverter(args.max_shift, shift_rng,
+                                      args.canvas))
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=out)
     trainer.extend(checkpoint.RandomStates(order=order_rng, shift=shift_rng))
 
-    plain = data.BatchConverter()
+    plain = data.BatchConverter(canvas=args.canvas)
     for name, dataset in (('validation', val), ('test', test)):
         if dataset is not None:
             it = chainer.iterators.SerialIterator(

@@ -12,6 +12,7 @@ from chainer import backend
 
 from capsnet.checkpoint import atomic_write
 from capsnet.data import BatchConverter
+from capsnet.data import place_on_canvas
 
 # Figure 4 of the paper: each dimension tweaked over [-0.25, 0.25] by 0.05.
 DELTAS = numpy.arange(-5, 6) * 0.05
@@ -29,10 +30,18 @@ def digit_capsules(model, x):
     return v.array, lengths.argmax(axis=1)
 
 
+def model_input(model, images):
+    """Images (N, 1, H, W) in [0, 255] as the model's input: float32 in
+    [0, 1], centred on its canvas if it takes larger images (--canvas)."""
+    images = place_on_canvas(images, model.options['in_size']) \
+        if images.shape[-1] != model.options['in_size'] else images
+    return images.astype(numpy.float32) / 255
+
+
 def accuracy(model, images, labels, device, batchsize=256):
-    """Fraction of ``images`` (uint8 (N, 1, H, W)) whose highest class
+    """Fraction of ``images`` (N, 1, H, W) in [0, 255] whose highest class
     score (a CapsNet's longest capsule) is their label."""
-    converter = BatchConverter()
+    converter = BatchConverter(canvas=model.options['in_size'])
     correct = 0
     for start in range(0, len(images), batchsize):
         batch = list(zip(images[start:start + batchsize],

@@ -198,3 +198,16 @@ def test_offline_without_files_says_how_to_supply_them(dataset_root,
                         ['http://127.0.0.1:9/'])          # nothing listens
     with pytest.raises(UserError, match='--data-dir'):
         data.load('mnist')
+
+
+def test_place_on_canvas():
+    images = numpy.arange(2 * 28 * 28, dtype=numpy.uint8).reshape(2, 1, 28, 28)
+    centred = data.place_on_canvas(images, 40)
+    numpy.testing.assert_array_equal(centred[:, :, 6:34, 6:34], images)
+    assert centred.sum() == images.sum()
+    placed = data.place_on_canvas(numpy.ones((300, 1, 28, 28)), 40,
+                                  numpy.random.default_rng(0))
+    tops = placed[:, 0].any(axis=2).argmax(axis=1)
+    lefts = placed[:, 0].any(axis=1).argmax(axis=1)
+    assert set(tops) == set(lefts) == set(range(13))   # every position
+    assert (placed.sum(axis=(1, 2, 3)) == 28 * 28).all()

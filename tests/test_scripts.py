@@ -233,3 +233,23 @@ def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
         assert len(keys) > 20 and set(keys) <= set(b.files)
         for key in keys:
             numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_canvas_training_evaluates_on_mnist_and_affnist(tmp_path):
+    out = tmp_path / 'canvas'
+    run('train.py', *TINY, '-e', '1', '--canvas', '40', '--save', str(out))
+    options = json.loads((out / 'options.json').read_text())['model']
+    assert options['in_size'] == 40
+    mnist = json.loads(run('analyze.py', '--load', str(out), *DATA,
+                           '--evaluate', '--test-size', '50').stdout)
+    assert mnist['n'] == 50
+    scipy_io = pytest.importorskip('scipy.io')
+    path = tmp_path / 'affnist.mat'
+    scipy_io.savemat(path, {'affNISTdata': {
+        'image': numpy.zeros((1600, 3), dtype=numpy.uint8),
+        'label_int': numpy.array([1, 2, 3])}})
+    affnist = json.loads(run('analyze.py', '--load', str(out), '--evaluate',
+                             '--affnist', str(path)).stdout)
+    assert affnist['n'] == 3
+    run('analyze.py', '--load', str(out), *DATA, '--test-size', '100')
+    assert len(os.listdir(out / 'analysis')) == 13
