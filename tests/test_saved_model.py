@@ -1,0 +1,34 @@
+"""The trained model shipped in saved_model/ loads on a fresh clone and
+classifies the real MNIST test images of the fixture."""
+import json
+import os
+
+import chainer
+
+from capsnet import analysis
+from capsnet import checkpoint
+from capsnet import data
+
+from conftest import MNIST_FIXTURE
+from conftest import ROOT
+
+SAVED = os.path.join(ROOT, 'saved_model')
+
+
+def test_saved_model_is_the_papers_architecture():
+    model = checkpoint.load_model(checkpoint.model_path(SAVED))
+    assert model.options == dict(n_classes=10, routing=3, reconstruct=True,
+                                 shared_weights=False, leaky_slope=0.0,
+                                 in_size=28)
+    with open(os.path.join(SAVED, 'options.json')) as f:
+        assert json.load(f)['model'] == model.options
+    assert os.path.getsize(os.path.join(SAVED, 'model.npz')) < 35e6
+
+
+def test_saved_model_accuracy_on_the_fixture():
+    model = checkpoint.load_model(checkpoint.model_path(SAVED))
+    images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
+    accuracy = analysis.accuracy(model, images, labels,
+                                 chainer.get_device('@numpy'))
+    # the first 500 MNIST test images; the full test set is in README.md
+    assert accuracy >= 0.98, accuracy
