@@ -111,7 +111,6 @@ def main(argv=None):
     if args.canvas:
         options['in_size'] = args.canvas
     options_path = os.path.join(out, 'options.json')
-    check_same_run(options_path, architecture(**options).options)
 
     train, val, test = data.make_splits(
         data.load(args.dataset, args.data_dir), args.val_size,
@@ -121,6 +120,7 @@ def main(argv=None):
     if device.xp is not numpy:
         device.xp.random.seed(args.seed)
     model = architecture(**options)
+    check_same_run(options_path, model.options)
     model.to_device(device)
     loss = (L.Classifier(model) if args.model == 'baseline'
             else CapsNetLoss(model, args.recon_weight))
