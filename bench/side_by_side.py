@@ -34,12 +34,15 @@ def main():
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('-g', '--gpu', type=int, default=-1,
+                   help="this project's device; the reference picks its own")
     args = p.parse_args()
 
     common = ['--batch', str(args.batch), '--steps', str(args.steps),
               '--warmup', str(args.warmup)]
     ours = [sys.executable,
-            os.path.join(os.path.dirname(__file__), 'benchmark.py'), *common]
+            os.path.join(os.path.dirname(__file__), 'benchmark.py'), *common,
+            '-g', str(args.gpu)]
     reference = shlex.split(args.reference) + common
     results = {'capsnet': [], 'reference': []}
     for _ in range(args.pairs):

@@ -1,0 +1,129 @@
+"""The GPU path (CuPy, ``-g 0``) gives the CPU's values and gradients.
+
+Skipped where CuPy or a CUDA device is missing, as on CI; run on a machine
+with a GPU. Each case runs the same code on NumPy and on CuPy inputs.
+"""
+import numpy
+import pytest
+
+import chainer
+from chainer.backends import cuda
+
+from capsnet import functions
+from capsnet import kernels
+from capsnet.model import BaselineCNN
+from capsnet.model import CapsNet
+from capsnet.model import CapsNetLoss
+
+
+def _gpu_usable():
+    if not cuda.available:
+        return False
+    try:
+        return cuda.cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _gpu_usable(), reason='no CUDA device')
+
+
+def values_and_gradients(f, inputs, device):
+    """f's outputs and input gradients, for a fixed output gradient."""
+    xs = [chainer.Variable(device.send(a.copy())) for a in inputs]
+    ys = f(*xs)
+    ys = ys if isinstance(ys, tuple) else (ys,)
+    rng = numpy.random.RandomState(7)
+    gys = [chainer.Variable(device.send(
+        numpy.asarray(rng.randn(*y.shape), dtype=y.dtype))) for y in ys]
+    grads = chainer.grad(list(ys), xs, grad_outputs=gys)
+    return [cuda.to_cpu(v.array) for v in list(ys) + list(grads)]
+
+
+def same_on_cpu_and_gpu(f, inputs, rtol=1e-4, atol=1e-4):
+    cpu = values_and_gradients(f, inputs, chainer.get_device('@numpy'))
+    gpu = values_and_gradients(f, inputs, chainer.get_device('@cupy:0'))
+    for want, got in zip(cpu, gpu):
+        numpy.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def test_squash_and_margin_loss():
+    rng = numpy.random.RandomState(0)
+    s = rng.randn(4, 10, 16).astype(numpy.float32)
+    t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
+
+    def f(s):
+        labels = chainer.backend.get_device_from_array(s.array).send(t)
+        return functions.margin_loss(functions.length(functions.squash(s)),
+                                     labels)
+
+    same_on_cpu_and_gpu(f, (s,))
+
+
+@pytest.mark.parametrize('module', [functions, kernels])
+def test_primary_convolution(module):
+    rng = numpy.random.RandomState(1)
+    x = rng.randn(3, 20, 20, 16).astype(numpy.float32)
+    W = rng.randn(8, 9, 9, 16).astype(numpy.float32)
+    b = rng.randn(8).astype(numpy.float32)
+    same_on_cpu_and_gpu(
+        lambda *a: module.convolution_2d_nhwc(*a, stride=2), (x, W, b))
+
+
+@pytest.mark.parametrize('module', [functions, kernels])
+def test_predictions_and_routing(module):
+    rng = numpy.random.RandomState(2)
+    u = rng.randn(3, 4, 2, 8).astype(numpy.float32)              # N, P, T, K
+    W = rng.randn(4, 2, 5, 6, 8).astype(numpy.float32) * 0.3
+
+    def f(u, W):
+        return module.dynamic_routing(module.capsule_predictions(u, W), 3)
+
+    same_on_cpu_and_gpu(f, (u, W))
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_whole_model(fused):
+    """Loss and every parameter gradient after one step, CPU against GPU."""
+    numpy.random.seed(0)
+    cpu = CapsNet(fused=fused)
+    gpu = CapsNet(fused=fused)
+    gpu.copyparams(cpu)
+    gpu.to_device('@cupy:0')
+    rng = numpy.random.RandomState(0)
+    x = rng.rand(4, 1, 28, 28).astype(numpy.float32)
+    t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
+    losses = []
+    for model in (cpu, gpu):
+        device = model.device
+        loss = CapsNetLoss(model)
+        loss.cleargrads()
+        value = loss(device.send(x), device.send(t))
+        value.backward()
+        losses.append(float(value.array))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for (name, p), (_, q) in zip(sorted(cpu.namedparams()),
+                                 sorted(gpu.namedparams())):
+        scale = numpy.abs(p.grad).max()
+        numpy.testing.assert_allclose(cuda.to_cpu(q.grad), p.grad,
+                                      atol=1e-4 * scale, err_msg=name)
+
+
+def test_evaluation_with_frozen_weights():
+    numpy.random.seed(1)
+    model = CapsNet()
+    x = numpy.random.RandomState(3).rand(5, 1, 28, 28).astype(numpy.float32)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        want = model.predict(x).array
+        model.to_device('@cupy:0')
+        with kernels.frozen_weights():
+            got = cuda.to_cpu(model.predict(model.device.send(x)).array)
+    numpy.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_baseline_runs():
+    model = BaselineCNN()
+    model.to_device('@cupy:0')
+    x = model.device.send(numpy.zeros((2, 1, 28, 28), dtype=numpy.float32))
+    with chainer.using_config('train', False):
+        assert model.predict(x).shape == (2, 10)
