@@ -28,6 +28,7 @@ from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
 from capsnet import kernels
+from capsnet import multimnist
 from capsnet.errors import UserError
 
 
@@ -91,14 +92,44 @@ def render_routing(model, images, labels, device, out, indices, per_type):
     return paths
 
 
-def render(model, images, labels, device, out):
-    """The reconstruction, mask and interpolation figures; returns paths."""
+def check_capsules(model):
+    """The figures need capsules and a decoder."""
     if model.arch != 'capsnet':
         raise UserError('the {} has no capsules to look inside: only '
                         '--evaluate applies'.format(model.arch))
     if not model.options['reconstruct']:
         raise UserError('this model has no decoder (trained with '
                         '--no-reconstruct): only --evaluate applies')
+
+
+def render_pairs(model, images, labels, device, out, batchsize, shown=6,
+                 wrong=2):
+    """multimnist.png, the paper's Figure 5: the first ``shown`` test
+    pairs, then the next ``wrong`` ones the model gets wrong (within the
+    first 1,000), each over its reconstructions; returns its path."""
+    pairs = multimnist.evaluation_pairs((images[:1000], labels[:1000]),
+                                        multimnist.TEST_SEED)
+    correct = analysis.pair_correct(model, pairs, device, batchsize)
+    shown = min(shown, len(pairs))
+    picks = numpy.concatenate([numpy.arange(shown), shown + numpy.flatnonzero(
+        ~correct[shown:])[:wrong]])
+    converter = multimnist.FixedPairConverter(model.options['in_size'])
+    x, t, _ = converter([pairs[k] for k in picks], device)
+    t = chainer.backend.CpuDevice().send(t)
+    rows, longest, absent = analysis.pair_figure(model, x, t)
+    path = os.path.join(out, 'multimnist.png')
+    analysis.save_grid(
+        path, rows, ['input', 'R: 2 longest', 'R: 1st, absent*'],
+        ['L {},{}\nR {},{}\n* {},{}'.format(*t[n], *longest[n], t[n][0],
+                                            absent[n])
+         for n in range(len(picks))],
+        title='MultiMNIST test pairs (L: labels) and reconstructions (R: '
+        'from which capsules) in red and green; *: from a digit not present')
+    return path
+
+
+def render(model, images, labels, device, out):
+    """The reconstruction, mask and interpolation figures; returns paths."""
     n_classes = model.options['n_classes']
     paths = []
 
@@ -158,19 +189,29 @@ def main(argv=None):
         images, labels = data.load(args.dataset, args.data_dir,
                                    ('test',))['test']
     images, labels = images[:args.test_size], labels[:args.test_size]
+    multi = args.dataset == 'multimnist' and not args.affnist
+    if multi and args.affine:
+        raise UserError('--affine applies to single digits, not MultiMNIST')
     with kernels.frozen_weights():
         if args.evaluate:
             report = {}
-            if args.affine:
-                strength = dict(rotation=args.affine_rotation,
-                                scale=args.affine_scale,
-                                shear=args.affine_shear,
-                                translation=args.affine_translation)
-                images = affine.random_affine(images, args.affine_seed,
-                                              **strength)
-                report['affine'] = dict(strength, seed=args.affine_seed)
-            accuracy = analysis.accuracy(model, images, labels, device,
-                                         args.batchsize)
+            if multi:
+                pairs = multimnist.evaluation_pairs((images, labels),
+                                                    multimnist.TEST_SEED)
+                accuracy = analysis.pair_correct(model, pairs, device,
+                                                 args.batchsize).mean()
+                report['dataset'] = 'multimnist'
+            else:
+                if args.affine:
+                    strength = dict(rotation=args.affine_rotation,
+                                    scale=args.affine_scale,
+                                    shear=args.affine_shear,
+                                    translation=args.affine_translation)
+                    images = affine.random_affine(images, args.affine_seed,
+                                                  **strength)
+                    report['affine'] = dict(strength, seed=args.affine_seed)
+                accuracy = analysis.accuracy(model, images, labels, device,
+                                             args.batchsize)
             print(json.dumps(dict({'accuracy': round(accuracy, 6),
                                    'error_percent':
                                    round(100 * (1 - accuracy), 4),
@@ -178,9 +219,14 @@ def main(argv=None):
             return
         out = cli.writable_dir(
             args.out or os.path.join(os.path.dirname(path), 'analysis'))
-        paths = render(model, images, labels, device, out)
-        paths += render_routing(model, images, labels, device, out,
-                                args.routing_images, args.routing_types)
+        check_capsules(model)
+        if multi:
+            paths = [render_pairs(model, images, labels, device, out,
+                                  args.batchsize)]
+        else:
+            paths = render(model, images, labels, device, out)
+            paths += render_routing(model, images, labels, device, out,
+                                    args.routing_images, args.routing_types)
         print('rendered {} images into {}'.format(len(paths), out))
 
 

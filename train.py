@@ -3,6 +3,7 @@
 
     python train.py -g 0 --save saved_model --reconstruct
     python train.py -g 0 --save baseline --model baseline
+    python train.py -g 0 --save multi --dataset multimnist
 
 The save folder gets the best-by-validation model (model.npz, options inside),
 options.json, the JSON log, loss/accuracy plots and snapshots. Running the same
@@ -19,12 +20,14 @@ import capsnet  # noqa: F401  (patches chainer before its first import)
 import chainer
 import chainer.links as L
 from chainer import training
+from chainer.datasets import TupleDataset
 from chainer.training import extensions
 
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
 from capsnet import kernels
+from capsnet import multimnist
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
 from capsnet.model import CapsNetLoss
@@ -53,7 +56,8 @@ def parse_args(argv=None):
     p.add_argument('--leaky-slope', type=float, default=0.0,
                    help='leaky ReLU slope for conv1 (the seed used 0.05)')
     p.add_argument('--max-shift', type=int, default=2,
-                   help='random shift of each training image, in pixels')
+                   help='random shift of each training image, in pixels '
+                   '(MultiMNIST always shifts each digit by up to 4)')
     p.add_argument('--canvas', type=int, default=None,
                    help='train on digits placed at random on a black canvas '
                    'of this side (40: the paper\'s affNIST setting); test '
@@ -108,13 +112,32 @@ def main(argv=None):
     options = {} if args.model == 'baseline' else dict(
         routing=args.routing, reconstruct=args.reconstruct,
         shared_weights=args.shared_weights, leaky_slope=args.leaky_slope)
-    if args.canvas:
-        options['in_size'] = args.canvas
+    multi = args.dataset == 'multimnist'
+    if multi and (args.canvas or args.model != 'capsnet'):
+        raise UserError('MultiMNIST trains CapsNet on 36x36 images: '
+                        '--model baseline and --canvas do not apply')
+    if multi or args.canvas:
+        options['in_size'] = multimnist.CANVAS if multi else args.canvas
     options_path = os.path.join(out, 'options.json')
 
-    train, val, test = data.make_splits(
-        data.load(args.dataset, args.data_dir), args.val_size,
-        args.train_size, args.test_size)
+    splits = data.split_arrays(data.load(args.dataset, args.data_dir),
+                               args.val_size, args.train_size, args.test_size)
+    train = TupleDataset(*splits[0])
+    order_rng, shift_rng = (numpy.random.default_rng([args.seed, k])
+                            for k in range(2))
+    if multi:
+        # each training digit gets a fresh partner and positions per batch
+        train_converter = multimnist.PairConverter(*splits[0], shift_rng)
+        val, test = (multimnist.evaluation_pairs(split, seed) for split, seed
+                     in zip(splits[1:], (multimnist.VAL_SEED,
+                                         multimnist.TEST_SEED)))
+        eval_converter = multimnist.FixedPairConverter()
+    else:
+        train_converter = data.BatchConverter(args.max_shift, shift_rng,
+                                              args.canvas)
+        val, test = (TupleDataset(*split) if split else None
+                     for split in splits[1:])
+        eval_converter = data.BatchConverter(canvas=args.canvas)
 
     numpy.random.seed(args.seed)
     if device.xp is not numpy:
@@ -129,24 +152,20 @@ def main(argv=None):
     checkpoint.write_json(options_path, {'model': model.options,
                                          'train': vars(args)})
 
-    order_rng, shift_rng = (numpy.random.default_rng([args.seed, k])
-                            for k in range(2))
     train_iter = chainer.iterators.SerialIterator(
         train, args.batchsize,
         order_sampler=chainer.iterators.ShuffleOrderSampler(order_rng))
     updater = training.StandardUpdater(
         train_iter, optimizer, device=device,
-        converter=data.BatchConverter(args.max_shift, shift_rng,
-                                      args.canvas))
+        converter=train_converter)
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=out)
     trainer.extend(checkpoint.RandomStates(order=order_rng, shift=shift_rng))
 
-    plain = data.BatchConverter(canvas=args.canvas)
     for name, dataset in (('validation', val), ('test', test)):
         if dataset is not None:
             it = chainer.iterators.SerialIterator(
                 dataset, args.batchsize, repeat=False, shuffle=False)
-            trainer.extend(Evaluator(it, loss, converter=plain,
+            trainer.extend(Evaluator(it, loss, converter=eval_converter,
                                      device=device), name=name)
     trainer.extend(extensions.ExponentialShift('alpha', args.lr_decay),
                    trigger=(1, 'epoch'))

@@ -9,10 +9,13 @@ import numpy
 
 import chainer
 from chainer import backend
+from chainer.datasets import TupleDataset
 
 from capsnet.checkpoint import atomic_write
 from capsnet.data import BatchConverter
 from capsnet.data import place_on_canvas
+from capsnet.functions import multi_correct
+from capsnet.multimnist import FixedPairConverter
 
 # Figure 4 of the paper: each dimension tweaked over [-0.25, 0.25] by 0.05.
 DELTAS = numpy.arange(-5, 6) * 0.05
@@ -38,20 +41,33 @@ def model_input(model, images):
     return images.astype(numpy.float32) / 255
 
 
+def _scores(model, dataset, converter, device, batchsize):
+    """Yield (class scores (B, J), labels) batch by batch, on the device."""
+    for start in range(0, len(dataset), batchsize):
+        x, t, *_ = converter(dataset[start:start + batchsize], device)
+        with chainer.using_config('train', False), \
+                chainer.no_backprop_mode():
+            yield model.predict(x).array, t
+
+
 def accuracy(model, images, labels, device, batchsize=256):
     """Fraction of ``images`` (N, 1, H, W) in [0, 255] whose highest class
     score (a CapsNet's longest capsule) is their label."""
+    dataset = TupleDataset(images, labels)
     converter = BatchConverter(canvas=model.options['in_size'])
-    correct = 0
-    for start in range(0, len(images), batchsize):
-        batch = list(zip(images[start:start + batchsize],
-                         labels[start:start + batchsize]))
-        x, t = converter(batch, device)
-        with chainer.using_config('train', False), \
-                chainer.no_backprop_mode():
-            predicted = model.predict(x).array.argmax(axis=1)
-        correct += int((predicted == t).sum())
+    correct = sum(int((scores.argmax(axis=1) == t).sum()) for scores, t in
+                  _scores(model, dataset, converter, device, batchsize))
     return correct / len(images)
+
+
+def pair_correct(model, pairs, device, batchsize=256):
+    """For MultiMNIST ``pairs`` (multimnist.fixed_pairs) -> (N,) bool:
+    whether the two highest class scores are the pair's two digits. The
+    images are cropped or padded to the model's input size."""
+    converter = FixedPairConverter(model.options['in_size'])
+    return numpy.concatenate([
+        backend.CpuDevice().send(multi_correct(scores, t)) for scores, t in
+        _scores(model, pairs, converter, device, batchsize)])
 
 
 def routing_maps(model, x):
@@ -101,6 +117,33 @@ def interpolation_grid(model, x, digit, deltas=DELTAS):
     return images.reshape(d, len(deltas), *images.shape[1:])
 
 
+def pair_figure(model, x, labels):
+    """The paper's Figure 5 for MultiMNIST pairs x (N, 1, S, S) on the
+    device with labels (N, 2).
+
+    -> rows (3, N, S, S, 3) RGB in [0, 1]: the inputs; the reconstructions
+    from the two longest capsules, red and green; from the first digit's
+    capsule (red) and from the longest capsule of a digit not present
+    (green). Also returns longest (N, 2) and absent (N,): those capsules.
+    """
+    v, _ = digit_capsules(model, x)
+    lengths = backend.CpuDevice().send(model.xp.sqrt((v ** 2).sum(axis=2)))
+    order = numpy.argsort(-lengths, axis=1)                     # (N, J)
+    longest = order[:, :2]
+    not_present = ~(order[:, :, None] == labels[:, None, :]).any(axis=2)
+    absent = order[numpy.arange(len(order)), not_present.argmax(axis=1)]
+
+    def overlay(red, green):
+        return numpy.stack([red, green, numpy.zeros_like(red)], axis=-1)
+
+    inputs = backend.CpuDevice().send(x)[:, 0]
+    rows = [numpy.repeat(inputs[..., None], 3, axis=-1),
+            overlay(decode(model, v, longest[:, 0]),
+                    decode(model, v, longest[:, 1])),
+            overlay(decode(model, v, labels[:, 0]), decode(model, v, absent))]
+    return numpy.stack(rows), longest, absent
+
+
 def save_routing(path, image, maps, truth, predicted):
     """One image beside its J coupling heatmaps (J, G, G); the predicted
     digit's map is framed in red."""
@@ -134,21 +177,22 @@ def save_routing(path, image, maps, truth, predicted):
 
 def save_grid(path, rows, row_labels=(), col_labels=(), title=None,
               marked_col=None):
-    """Draw grey images (R, C, H, W) in [0, 1] as one mosaic PNG, rows and
-    columns labelled; ``marked_col`` gets a red frame (e.g. the untweaked
-    column of an interpolation)."""
+    """Draw images (R, C, H, W), grey, or (R, C, H, W, 3), RGB, in [0, 1]
+    as one mosaic PNG, rows and columns labelled; ``marked_col`` gets a red
+    frame (e.g. the untweaked column of an interpolation)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     rows = numpy.asarray(rows, dtype=numpy.float32)
-    n_rows, n_cols, h, w = rows.shape
+    n_rows, n_cols, h, w = rows.shape[:4]
+    rgb = rows.shape[4:]                                    # () or (3,)
     gap = 2
     # white gaps between tiles: pad each tile's bottom and right, then tile
-    tiles = numpy.pad(rows, ((0, 0), (0, 0), (0, gap), (0, gap)),
-                      constant_values=1)
-    mosaic = tiles.transpose(0, 2, 1, 3).reshape(
-        n_rows * (h + gap), n_cols * (w + gap))[:-gap, :-gap]
+    tiles = numpy.pad(rows, [(0, 0), (0, 0), (0, gap), (0, gap)] +
+                      [(0, 0)] * len(rgb), constant_values=1)
+    mosaic = tiles.swapaxes(1, 2).reshape(
+        n_rows * (h + gap), n_cols * (w + gap), *rgb)[:-gap, :-gap]
     inch = 0.42 / h                                  # a tile is 0.42 in
     fig, ax = plt.subplots(figsize=(mosaic.shape[1] * inch + 1.0,
                                     mosaic.shape[0] * inch + 0.8))

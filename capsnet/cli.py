@@ -15,7 +15,9 @@ def add_common_arguments(parser):
     parser.add_argument('-g', '--gpu', type=int, default=-1,
                         help='GPU id; -1 runs on the CPU (default)')
     parser.add_argument('--dataset', default='mnist',
-                        choices=['mnist', 'fashion-mnist'])
+                        choices=['mnist', 'fashion-mnist', 'multimnist'],
+                        help='multimnist: two overlapping MNIST digits on a '
+                        '36x36 canvas (the paper, section 6)')
     parser.add_argument('--data-dir', default=None,
                         help='folder of the four IDX files (.gz or not); by '
                         "default they are downloaded once to Chainer's cache")

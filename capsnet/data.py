@@ -147,8 +147,10 @@ def load(dataset='mnist', data_dir=None, parts=('train', 'test')):
 
     From ``data_dir`` if given, else from Chainer's dataset cache
     (``$CHAINER_DATASET_ROOT``, by default ~/.chainer/dataset), downloading
-    once.
+    once. 'multimnist' reads MNIST: capsnet.multimnist pairs its digits.
     """
+    if dataset == 'multimnist':
+        dataset = 'mnist'
     if dataset not in DATASETS:
         raise UserError('unknown dataset {!r}; choose from {}'.format(
             dataset, ', '.join(DATASETS)))
@@ -162,22 +164,26 @@ def load(dataset='mnist', data_dir=None, parts=('train', 'test')):
     return {part: read_split(data_dir, part) for part in parts}
 
 
-def make_splits(arrays, val_size=5000, train_size=None, test_size=None):
-    """Train, validation and test TupleDatasets.
+def split_arrays(arrays, val_size=5000, train_size=None, test_size=None):
+    """Train, validation and test (images, labels), validation None if 0.
 
-    Validation is the last ``val_size`` training images (none if 0); then
+    Validation is the last ``val_size`` training images; then
     ``train_size`` and ``test_size`` keep the first N images of the rest.
     """
     images, labels = arrays['train']
     if not 0 <= val_size < len(images):
         raise UserError('--val-size must be in [0, {})'.format(len(images)))
     n_train = len(images) - val_size
-    train = TupleDataset(images[:n_train][:train_size],
-                         labels[:n_train][:train_size])
-    val = TupleDataset(images[n_train:], labels[n_train:]) if val_size else None
+    train = images[:n_train][:train_size], labels[:n_train][:train_size]
+    val = (images[n_train:], labels[n_train:]) if val_size else None
     test_images, test_labels = arrays['test']
-    test = TupleDataset(test_images[:test_size], test_labels[:test_size])
-    return train, val, test
+    return train, val, (test_images[:test_size], test_labels[:test_size])
+
+
+def make_splits(arrays, val_size=5000, train_size=None, test_size=None):
+    """``split_arrays`` as TupleDatasets."""
+    return tuple(TupleDataset(*split) if split else None for split in
+                 split_arrays(arrays, val_size, train_size, test_size))
 
 
 def random_shift(images, max_shift, rng):

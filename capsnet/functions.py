@@ -7,6 +7,7 @@ signatures: convolution_2d_nhwc, capsule_predictions, dynamic_routing.
 Axis names: N batch, P grid positions, T capsule types, I = P*T child
 capsules, J parent capsules, K child dimensions, D parent dimensions.
 """
+import chainer
 import chainer.functions as F
 from chainer import backend
 
@@ -80,24 +81,42 @@ def dynamic_routing(u_hat, iterations, eps=EPS):
     return v, c
 
 
-def margin_loss(lengths, targets, m_pos=0.9, m_neg=0.1, lam=0.5):
+def presence(labels, n_classes, dtype):
+    """Class ids (N,), or (N, K) of K distinct classes present in each image,
+    -> 0/1 presence (N, n_classes)."""
+    xp = backend.get_array_module(labels)
+    one_hot = xp.eye(n_classes, dtype=dtype)[labels.reshape(len(labels), -1)]
+    return one_hot.sum(axis=1)                            # (N, n_classes)
+
+
+def margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5):
     """Margin loss, summed over classes and averaged over the batch.
 
     Args:
         lengths: capsule lengths, (N, J).
-        targets: class ids (N,), or 0/1 presence (N, J) for images holding
-            several classes (MultiMNIST).
+        labels: class ids (N,), or (N, K) for images holding K distinct
+            classes (MultiMNIST: K = 2).
     """
-    xp = backend.get_array_module(lengths)
-    targets = backend.get_array_module(targets).asarray(targets)
-    n, j = lengths.shape
-    if targets.ndim == 1:
-        present = xp.eye(j, dtype=lengths.dtype)[targets]
-    else:
-        present = targets.astype(lengths.dtype)
+    present = presence(labels, lengths.shape[1], lengths.dtype)
     loss = (present * F.relu(m_pos - lengths) ** 2
             + lam * (1 - present) * F.relu(lengths - m_neg) ** 2)
-    return F.sum(loss) / n
+    return F.sum(loss) / len(present)
+
+
+def multi_correct(scores, labels):
+    """The paper's MultiMNIST criterion: whether the K highest scores
+    (capsule lengths) of each image are exactly its K classes.
+    scores (N, J) array, labels (N, K) -> (N,) bool."""
+    xp = backend.get_array_module(scores)
+    k = labels.shape[1]
+    highest = xp.argsort(scores, axis=1)[:, -k:]                 # (N, K)
+    return (xp.sort(highest, axis=1) == xp.sort(labels, axis=1)).all(axis=1)
+
+
+def multi_accuracy(lengths, labels):
+    """``multi_correct``'s mean: lengths (N, J), labels (N, K) -> scalar."""
+    correct = multi_correct(chainer.as_array(lengths), labels)
+    return correct.mean(dtype=lengths.dtype)
 
 
 def reconstruction_loss(reconstruction, x):

@@ -23,6 +23,7 @@ from capsnet import functions
 from capsnet import kernels
 from capsnet.functions import length
 from capsnet.functions import margin_loss
+from capsnet.functions import multi_accuracy
 from capsnet.functions import reconstruction_loss
 from capsnet.functions import squash
 
@@ -173,7 +174,15 @@ ARCHITECTURES = {'capsnet': CapsNet, 'baseline': BaselineCNN}
 
 class CapsNetLoss(chainer.Chain):
     """Margin loss + recon_weight x reconstruction loss; reports loss,
-    margin_loss, recon_loss and accuracy (the Trainer's optimizer target)."""
+    margin_loss, recon_loss and accuracy (the Trainer's optimizer target).
+
+    One digit per image: x (N, 1, H, W), t (N,); the decoder sees the true
+    class's capsule while training and the longest one otherwise.
+    Several (MultiMNIST): t (N, K) and ``singles`` (N, K, 1, H, W), each
+    digit alone; each digit is decoded from its own capsule and compared
+    with its single image, the errors summed; accuracy asks that the K
+    longest capsules be the K digits.
+    """
 
     def __init__(self, model, recon_weight=0.0005):
         super().__init__()
@@ -181,13 +190,22 @@ class CapsNetLoss(chainer.Chain):
         with self.init_scope():
             self.model = model
 
-    def forward(self, x, t):
-        lengths, reconstruction = self.model(x, t)
+    def forward(self, x, t, singles=None):
+        if t.ndim == 1:
+            lengths, reconstruction = self.model(x, t)
+            accuracy = F.accuracy(lengths, t)
+            targets = [(reconstruction, x)]
+        else:
+            v, _ = self.model.capsules(x)
+            lengths = length(v)
+            accuracy = multi_accuracy(lengths, t)
+            targets = [(self.model.decode(v, t[:, k]), singles[:, k])
+                       for k in range(t.shape[1])]
         loss = margin_loss(lengths, t)
-        chainer.report({'margin_loss': loss,
-                        'accuracy': F.accuracy(lengths, t)}, self)
-        if reconstruction is not None:
-            recon = reconstruction_loss(reconstruction, x)
+        chainer.report({'margin_loss': loss, 'accuracy': accuracy}, self)
+        if self.model.options['reconstruct']:
+            recon = sum(reconstruction_loss(r, target)
+                        for r, target in targets)
             loss = loss + self.recon_weight * recon
             chainer.report({'recon_loss': recon}, self)
         chainer.report({'loss': loss}, self)

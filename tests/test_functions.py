@@ -12,6 +12,7 @@ from chainer import gradient_check
 from capsnet.functions import dynamic_routing
 from capsnet.functions import length
 from capsnet.functions import margin_loss
+from capsnet.functions import multi_accuracy
 from capsnet.functions import reconstruction_loss
 from capsnet.functions import squash
 
@@ -106,13 +107,25 @@ def test_margin_loss_hand_computed():
     assert float(loss.array) == pytest.approx((0.005 + 0.16) / 2)
 
 
-def test_margin_loss_accepts_several_present_classes():
-    lengths = numpy.array([[0.95, 0.2], [0.5, 0.05]])
-    # image 0: both present -> 0 + 0.7^2; image 1: class 1 present
-    # -> absent 0: 0.5 * 0.4^2, present 1: 0.85^2
-    loss = margin_loss(lengths, numpy.array([[1, 1], [0, 1]]))
-    expected = (0.49 + 0.5 * 0.16 + 0.85 ** 2) / 2
+def test_margin_loss_with_two_digits_per_image():
+    lengths = numpy.array([[0.95, 0.2, 0.3], [0.5, 0.05, 0.95]])
+    # image 0 holds 0 and 1: present 0 -> 0, present 1 -> 0.7^2,
+    #   absent 2 -> 0.5 * 0.2^2
+    # image 1 holds 2 and 0: present 2 -> 0, present 0 -> 0.4^2,
+    #   absent 1 -> 0
+    loss = margin_loss(lengths, numpy.array([[0, 1], [2, 0]]))
+    expected = (0.49 + 0.5 * 0.04 + 0.16) / 2
     assert float(loss.array) == pytest.approx(expected)
+
+
+def test_multi_accuracy_needs_both_digits_among_the_two_longest():
+    lengths = chainer.Variable(numpy.array([[0.9, 0.1, 0.8],
+                                            [0.2, 0.7, 0.6],
+                                            [0.3, 0.35, 0.4]]))
+    # image 0: longest {0, 2} = {2, 0}; image 1: {1, 2} != {0, 1};
+    # image 2: {1, 2} = {1, 2}, however short
+    labels = numpy.array([[2, 0], [0, 1], [1, 2]])
+    assert float(multi_accuracy(lengths, labels)) == pytest.approx(2 / 3)
 
 
 def test_margin_loss_gradient():

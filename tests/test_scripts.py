@@ -253,3 +253,27 @@ def test_canvas_training_evaluates_on_mnist_and_affnist(tmp_path):
     assert affnist['n'] == 3
     run('analyze.py', '--load', str(out), *DATA, '--test-size', '100')
     assert len(os.listdir(out / 'analysis')) == 13
+
+
+def test_multimnist_trains_evaluates_and_renders_figure_5(trained, tmp_path):
+    out = tmp_path / 'multi'
+    run('train.py', *TINY, '-e', '1', '--dataset', 'multimnist',
+        '--save', str(out))
+    assert json.loads((out / 'options.json').read_text())['model'][
+        'in_size'] == 36
+    log = json.loads((out / 'log').read_text())
+    assert {'main/recon_loss', 'test/main/accuracy'} <= set(log[-1])
+    result = run('analyze.py', '--load', str(out), *DATA, '--dataset',
+                 'multimnist', '--test-size', '50', '--evaluate')
+    report = json.loads(result.stdout)
+    assert report['n'] == 50 and report['dataset'] == 'multimnist'
+    run('analyze.py', '--load', str(out), *DATA, '--dataset', 'multimnist',
+        '--test-size', '50', '--out', str(tmp_path / 'figures'))
+    assert os.listdir(tmp_path / 'figures') == ['multimnist.png']
+    # a model trained on single digits is measured on the same pairs
+    run('analyze.py', '--load', str(trained), *DATA, '--dataset',
+        'multimnist', '--test-size', '50', '--evaluate')
+    fails_with('do not apply', 'train.py', *TINY, '--dataset', 'multimnist',
+               '--model', 'baseline', '--save', str(tmp_path / 'b'))
+    fails_with('not MultiMNIST', 'analyze.py', '--load', str(out), *DATA,
+               '--dataset', 'multimnist', '--evaluate', '--affine')
