@@ -12,9 +12,12 @@ setuptools >= 82:
    module, so those imports never run. Outside the test helpers
    (``chainer.testing``, which ``chainer.gradient_check`` imports and which
    needs ``pkg_resources``), nothing else in Chainer uses them.
+
+It also silences Chainer's cuDNN warning, which is wrong for current CuPy.
 """
 import sys
 import types
+import warnings
 
 import numpy
 
@@ -31,5 +34,11 @@ if 'chainer' not in sys.modules:
     _check = types.ModuleType('chainer._environment_check')
     _check.check = lambda: None
     sys.modules['chainer._environment_check'] = _check
+
+# Chainer asks to reinstall CuPy with cuDNN whenever CuPy lacks it, which
+# every CuPy >= 14 does (it dropped cuDNN); Chainer then convolves without
+# it. The warning would be a second line under each one-line error.
+warnings.filterwarnings('ignore', message='cuDNN is not enabled',
+                        category=UserWarning)
 
 import chainer  # noqa: E402,F401  (the fixes above must come first)
