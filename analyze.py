@@ -11,6 +11,10 @@ interpolation_<d>.png for each digit d (16 capsule dimensions x 11 tweaks of
 -0.25 .. +0.25, as the paper's Figure 4) and routing_<k>.png for each test
 image k of --routing-images (its couplings to each digit capsule over the 6x6
 grid; --routing-types adds one row per capsule type).
+
+With --dataset multimnist: multimnist.png (the paper's Figure 5), and with
+--evaluate the fraction of test pairs whose two longest capsules are their
+two digits.
 """
 import argparse
 import json
@@ -174,6 +178,31 @@ def render(model, images, labels, device, out):
     return paths
 
 
+def evaluate(args, model, images, labels, device, multi):
+    """The --evaluate report: accuracy on the test images (warped first with
+    --affine), or on their MultiMNIST pairs."""
+    report = {}
+    if multi:
+        pairs = multimnist.evaluation_pairs((images, labels),
+                                            multimnist.TEST_SEED)
+        accuracy = analysis.pair_correct(model, pairs, device,
+                                         args.batchsize).mean()
+        report['dataset'] = 'multimnist'
+    else:
+        if args.affine:
+            strength = dict(rotation=args.affine_rotation,
+                            scale=args.affine_scale, shear=args.affine_shear,
+                            translation=args.affine_translation)
+            images = affine.random_affine(images, args.affine_seed,
+                                          **strength)
+            report['affine'] = dict(strength, seed=args.affine_seed)
+        accuracy = analysis.accuracy(model, images, labels, device,
+                                     args.batchsize)
+    return dict({'accuracy': round(float(accuracy), 6),
+                 'error_percent': round(100 * (1 - float(accuracy)), 4),
+                 'n': len(images)}, **report)
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = cli.get_device(args.gpu)
@@ -194,28 +223,8 @@ def main(argv=None):
         raise UserError('--affine applies to single digits, not MultiMNIST')
     with kernels.frozen_weights():
         if args.evaluate:
-            report = {}
-            if multi:
-                pairs = multimnist.evaluation_pairs((images, labels),
-                                                    multimnist.TEST_SEED)
-                accuracy = analysis.pair_correct(model, pairs, device,
-                                                 args.batchsize).mean()
-                report['dataset'] = 'multimnist'
-            else:
-                if args.affine:
-                    strength = dict(rotation=args.affine_rotation,
-                                    scale=args.affine_scale,
-                                    shear=args.affine_shear,
-                                    translation=args.affine_translation)
-                    images = affine.random_affine(images, args.affine_seed,
-                                                  **strength)
-                    report['affine'] = dict(strength, seed=args.affine_seed)
-                accuracy = analysis.accuracy(model, images, labels, device,
-                                             args.batchsize)
-            print(json.dumps(dict({'accuracy': round(accuracy, 6),
-                                   'error_percent':
-                                   round(100 * (1 - accuracy), 4),
-                                   'n': len(images)}, **report)))
+            print(json.dumps(evaluate(args, model, images, labels, device,
+                                      multi)))
             return
         out = cli.writable_dir(
             args.out or os.path.join(os.path.dirname(path), 'analysis'))
