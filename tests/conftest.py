@@ -14,5 +14,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import capsnet  # noqa: E402,F401  (patches chainer before tests import it)
+import numpy  # noqa: E402
+import pytest  # noqa: E402
+from chainer.backends import cuda  # noqa: E402
+
+from capsnet.model import CapsNetLoss  # noqa: E402
 
 MNIST_FIXTURE = os.path.join(ROOT, 'tests', 'data', 'mnist')
+
+
+def assert_same_loss_and_gradients(reference, other, x, t):
+    """Two CapsNets with the same weights, each on its own device, give the
+    same CapsNetLoss on (x, t) and the same gradient for every parameter."""
+    losses = []
+    for model in (reference, other):
+        loss = CapsNetLoss(model)
+        loss.cleargrads()
+        value = loss(model.device.send(x), model.device.send(t))
+        value.backward()
+        losses.append(float(value.array))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    for (name, p), (_, q) in zip(sorted(reference.namedparams()),
+                                 sorted(other.namedparams())):
+        scale = numpy.abs(cuda.to_cpu(p.grad)).max()
+        numpy.testing.assert_allclose(cuda.to_cpu(q.grad),
+                                      cuda.to_cpu(p.grad),
+                                      atol=1e-4 * scale, err_msg=name)

@@ -13,7 +13,7 @@ from capsnet import functions
 from capsnet import kernels
 from capsnet.model import BaselineCNN
 from capsnet.model import CapsNet
-from capsnet.model import CapsNetLoss
+from conftest import assert_same_loss_and_gradients
 
 
 def _gpu_usable():
@@ -93,20 +93,7 @@ def test_whole_model(fused):
     rng = numpy.random.RandomState(0)
     x = rng.rand(4, 1, 28, 28).astype(numpy.float32)
     t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
-    losses = []
-    for model in (cpu, gpu):
-        device = model.device
-        loss = CapsNetLoss(model)
-        loss.cleargrads()
-        value = loss(device.send(x), device.send(t))
-        value.backward()
-        losses.append(float(value.array))
-    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
-    for (name, p), (_, q) in zip(sorted(cpu.namedparams()),
-                                 sorted(gpu.namedparams())):
-        scale = numpy.abs(p.grad).max()
-        numpy.testing.assert_allclose(cuda.to_cpu(q.grad), p.grad,
-                                      atol=1e-4 * scale, err_msg=name)
+    assert_same_loss_and_gradients(cpu, gpu, x, t)
 
 
 def test_evaluation_with_frozen_weights():

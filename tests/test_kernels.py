@@ -10,7 +10,7 @@ from chainer import gradient_check
 from capsnet import functions
 from capsnet import kernels
 from capsnet.model import CapsNet
-from capsnet.model import CapsNetLoss
+from conftest import assert_same_loss_and_gradients
 
 
 def same_values_and_gradients(fast, plain, inputs, rtol=1e-4, atol=1e-5):
@@ -103,19 +103,7 @@ def test_whole_model_unchanged_by_the_kernels(options):
     rng = numpy.random.RandomState(0)
     x = rng.rand(4, 1, 28, 28).astype(numpy.float32)
     t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
-    losses = []
-    for model in (fast, plain):
-        loss = CapsNetLoss(model)
-        loss.cleargrads()
-        value = loss(x, t)
-        value.backward()
-        losses.append(float(value.array))
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-    for (name, p), (_, q) in zip(sorted(fast.namedparams()),
-                                 sorted(plain.namedparams())):
-        scale = numpy.abs(q.grad).max()
-        numpy.testing.assert_allclose(p.grad, q.grad, atol=1e-4 * scale,
-                                      err_msg=name)
+    assert_same_loss_and_gradients(plain, fast, x, t)
 
 
 def test_frozen_weights_reuses_the_kernel_spectrum_only_inside_the_block():
