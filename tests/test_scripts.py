@@ -227,8 +227,12 @@ def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
     resumed = tmp_path / 'resumed'
     run('train.py', *TINY, '--save', str(resumed), '--snapshot-interval', '3',
         '--resume', str(trained / 'snapshot_iter_6'))
-    with numpy.load(trained / 'snapshot_iter_8') as a, \
-            numpy.load(resumed / 'snapshot_iter_8') as b:
+    assert_same_training_state(trained / 'snapshot_iter_8',
+                               resumed / 'snapshot_iter_8')
+
+
+def assert_same_training_state(snapshot, other):
+    with numpy.load(snapshot) as a, numpy.load(other) as b:
         keys = [k for k in a.files if k.startswith(('updater/model:main/',
                                                     'updater/optimizer:'))]
         assert len(keys) > 20 and set(keys) <= set(b.files)
@@ -258,8 +262,14 @@ def test_canvas_training_evaluates_on_mnist_and_affnist(tmp_path):
 
 def test_multimnist_trains_evaluates_and_renders_figure_5(trained, tmp_path):
     out = tmp_path / 'multi'
-    run('train.py', *TINY, '-e', '1', '--dataset', 'multimnist',
-        '--save', str(out))
+    multi = [*TINY, '-e', '1', '--dataset', 'multimnist',
+             '--snapshot-interval', '2']
+    run('train.py', *multi, '--save', str(out))
+    # resumed halfway, it draws the same pairs and ends in the same state
+    run('train.py', *multi, '--save', str(tmp_path / 'resumed'),
+        '--resume', str(out / 'snapshot_iter_2'))
+    assert_same_training_state(out / 'snapshot_iter_4',
+                               tmp_path / 'resumed' / 'snapshot_iter_4')
     assert json.loads((out / 'options.json').read_text())['model'][
         'in_size'] == 36
     log = json.loads((out / 'log').read_text())
