@@ -122,7 +122,8 @@ def main(argv=None):
 
     splits = data.split_arrays(data.load(args.dataset, args.data_dir),
                                args.val_size, args.train_size, args.test_size)
-    train = TupleDataset(*splits[0])
+    train, val, test = (TupleDataset(*split) if split else None
+                        for split in splits)
     order_rng, shift_rng = (numpy.random.default_rng([args.seed, k])
                             for k in range(2))
     if multi:
@@ -135,8 +136,6 @@ def main(argv=None):
     else:
         train_converter = data.BatchConverter(args.max_shift, shift_rng,
                                               args.canvas)
-        val, test = (TupleDataset(*split) if split else None
-                     for split in splits[1:])
         eval_converter = data.BatchConverter(canvas=args.canvas)
 
     numpy.random.seed(args.seed)

@@ -13,7 +13,6 @@ import numpy
 
 import chainer
 from chainer.dataset import convert
-from chainer.datasets import TupleDataset
 
 from capsnet.errors import UserError
 
@@ -178,12 +177,6 @@ def split_arrays(arrays, val_size=5000, train_size=None, test_size=None):
     val = (images[n_train:], labels[n_train:]) if val_size else None
     test_images, test_labels = arrays['test']
     return train, val, (test_images[:test_size], test_labels[:test_size])
-
-
-def make_splits(arrays, val_size=5000, train_size=None, test_size=None):
-    """``split_arrays`` as TupleDatasets."""
-    return tuple(TupleDataset(*split) if split else None for split in
-                 split_arrays(arrays, val_size, train_size, test_size))
 
 
 def random_shift(images, max_shift, rng):

@@ -2,9 +2,10 @@
 shifted by up to 4 pixels on a 36x36 canvas, overlaid pixel-wise.
 
 Nothing is stored on disk: a pair is a partner index and the two digits'
-positions, drawn from a NumPy Generator, and ``compose`` builds the images. Training draws fresh pairs for every batch (``PairConverter``, so each
-epoch sees new pairs, deterministically given the seed); validation and test
-use a fixed list of pairs (``fixed_pairs``).
+positions, drawn from a NumPy Generator, and ``compose`` builds the images.
+Training draws fresh pairs for every batch (``PairConverter``, so each epoch
+sees new pairs, deterministically given the seed); validation and test use a
+fixed list of pairs (``fixed_pairs``).
 
 Shapes: N pairs; digits are (1, 28, 28) uint8; the canvas is S = 36. Offsets
 (N, 2, 2) are the (top, left) of each digit's 28x28 frame on the canvas, in

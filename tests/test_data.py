@@ -11,6 +11,7 @@ import numpy
 import pytest
 
 import chainer
+from chainer.datasets import TupleDataset
 
 from capsnet import data
 from capsnet.errors import UserError
@@ -82,14 +83,14 @@ def test_images_and_labels_must_agree(tmp_path):
 
 def test_splits():
     arrays = data.load('mnist', MNIST_FIXTURE)
-    train, val, test = data.make_splits(arrays, 500, 300, 100)
-    assert (len(train), len(val), len(test)) == (300, 500, 100)
+    train, val, test = data.split_arrays(arrays, 500, 300, 100)
+    assert [len(images) for images, _ in (train, val, test)] == [300, 500, 100]
     # validation is the last 500 training images, apart from training
     numpy.testing.assert_array_equal(val[0][0], arrays['train'][0][1500])
-    train, val, _ = data.make_splits(arrays, 0)
-    assert len(train) == 2000 and val is None
+    train, val, _ = data.split_arrays(arrays, 0)
+    assert len(train[0]) == len(train[1]) == 2000 and val is None
     with pytest.raises(UserError, match='--val-size'):
-        data.make_splits(arrays, 2000)
+        data.split_arrays(arrays, 2000)
 
 
 def test_random_shift_moves_each_image_by_its_own_offset():
@@ -113,7 +114,7 @@ def test_random_shift_fills_with_zeros():
 
 def test_batch_converter():
     arrays = data.load('mnist', MNIST_FIXTURE, ('test',))
-    _, _, test = data.make_splits({'train': arrays['test'], **arrays}, 0)
+    test = TupleDataset(*arrays['test'])
     x, t = data.BatchConverter()(test[:4], chainer.get_device('@numpy'))
     assert x.dtype == numpy.float32 and x.shape == (4, 1, 28, 28)
     assert 0 <= x.min() and x.max() == 1

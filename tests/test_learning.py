@@ -3,6 +3,7 @@
 import numpy
 
 import chainer
+from chainer.datasets import TupleDataset
 
 from capsnet import data
 from capsnet.model import CapsNet
@@ -13,7 +14,8 @@ from conftest import MNIST_FIXTURE
 
 def test_short_training_run_learns_mnist():
     arrays = data.load('mnist', MNIST_FIXTURE)
-    train, _, test = data.make_splits(arrays, val_size=0)
+    train, _, test = (TupleDataset(*split) if split else None for split in
+                      data.split_arrays(arrays, val_size=0))
     numpy.random.seed(0)
     model = CapsNet()
     loss = CapsNetLoss(model)
