@@ -16,7 +16,6 @@ With --dataset multimnist: multimnist.png (the paper's Figure 5), and with
 --evaluate the fraction of test pairs whose two longest capsules are their
 two digits.
 """
-import argparse
 import json
 import os
 import sys
@@ -36,9 +35,8 @@ from capsnet import multimnist
 from capsnet.errors import UserError
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__)
     cli.add_common_arguments(p)
     p.add_argument('--load', required=True,
                    help='a save folder of train.py, or a model .npz file')
@@ -48,24 +46,27 @@ def parse_args(argv=None):
     p.add_argument('--affine', action='store_true',
                    help='with --evaluate: warp each test digit by a random '
                    'affine map first (strengths below)')
-    p.add_argument('--affine-rotation', type=float, default=15.0,
-                   help='degrees, uniform in +-this')
-    p.add_argument('--affine-scale', type=float, default=0.1,
+    p.add_argument('--affine-rotation', type=cli.number(0, 180),
+                   default=15.0, help='degrees, uniform in +-this')
+    p.add_argument('--affine-scale', type=cli.number(0, 1, high_open=True),
+                   default=0.1,
                    help='scaling uniform in [1 - this, 1 + this]')
-    p.add_argument('--affine-shear', type=float, default=10.0,
-                   help='degrees, uniform in +-this')
-    p.add_argument('--affine-translation', type=float, default=2.0,
+    p.add_argument('--affine-shear', type=cli.number(0, 90, high_open=True),
+                   default=10.0, help='degrees, uniform in +-this')
+    p.add_argument('--affine-translation',
+                   type=cli.number(0, data.SIDE, high_open=True), default=2.0,
                    help='pixels in y and in x, uniform in +-this')
-    p.add_argument('--affine-seed', type=int, default=0)
+    p.add_argument('--affine-seed', type=cli.SEED, default=0)
     p.add_argument('--affnist', default=None, metavar='FILE',
                    help='with --evaluate: the test images of an affNIST .mat '
                    'batch instead (40x40: needs a model built for them)')
-    p.add_argument('--routing-images', type=int, nargs='*', default=[0],
+    p.add_argument('--routing-images', type=cli.integer(0), nargs='*',
+                   default=[0],
                    help='test images whose routing to render (default: 0)')
     p.add_argument('--routing-types', action='store_true',
                    help='also render the couplings of each capsule type')
-    p.add_argument('-b', '--batchsize', type=int, default=256)
-    return p.parse_args(argv)
+    p.add_argument('-b', '--batchsize', type=cli.BATCH, default=256)
+    return p
 
 
 def render_routing(model, images, labels, device, out, indices, per_type):
@@ -73,9 +74,6 @@ def render_routing(model, images, labels, device, out, indices, per_type):
     returns their paths."""
     paths = []
     for k in indices:
-        if not 0 <= k < len(images):
-            raise UserError('--routing-images {} is outside the {} test '
-                            'images'.format(k, len(images)))
         image = analysis.model_input(model, images[k:k + 1])
         x = device.send(image)
         types, mean = analysis.routing_maps(model, x)
@@ -204,7 +202,7 @@ def evaluate(args, model, images, labels, device, multi):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     device = cli.get_device(args.gpu)
     path = checkpoint.model_path(args.load)
     model = checkpoint.load_model(path)
@@ -217,7 +215,12 @@ def main(argv=None):
     else:
         images, labels = data.load(args.dataset, args.data_dir,
                                    ('test',))['test']
+    data.check_size('--test-size', args.test_size, len(images))
     images, labels = images[:args.test_size], labels[:args.test_size]
+    for k in args.routing_images:
+        if k >= len(images):
+            raise UserError('--routing-images {} is outside the {} test '
+                            'images'.format(k, len(images)))
     multi = args.dataset == 'multimnist' and not args.affnist
     if multi and args.affine:
         raise UserError('--affine applies to single digits, not MultiMNIST')

@@ -15,7 +15,8 @@ setup(
         # CuPy 14 needs NumPy >= 2; capsnet.compat makes chainer run on it
         'cuda12': ['cupy-cuda12x>=14'],
         'cuda13': ['cupy-cuda13x>=14'],
-        'test': ['pytest>=7'],
+        'mpi': ['mpi4py>=4', 'mpich>=4'],
+        'test': ['pytest>=7', 'mpi4py>=4', 'mpich>=4'],
     },
     license='MIT',
 )

@@ -4,13 +4,15 @@
     python train.py -g 0 --save saved_model --reconstruct
     python train.py -g 0 --save baseline --model baseline
     python train.py -g 0 --save multi --dataset multimnist
+    mpiexec -n 2 python train.py --communicator naive --save result
 
 The save folder gets the best-by-validation model (model.npz, options inside),
 options.json, the JSON log, loss/accuracy plots and snapshots. Running the same
-command again resumes from the newest snapshot there.
+command again resumes from the newest snapshot there; Ctrl-C or SIGTERM
+snapshots the current iteration first. With --communicator, the processes of
+mpiexec train one model data-parallel (ChainerMN).
 """
 import argparse
-import json
 import os
 import sys
 
@@ -26,6 +28,8 @@ from chainer.training import extensions
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
+from capsnet import distributed
+from capsnet import guards
 from capsnet import kernels
 from capsnet import multimnist
 from capsnet.errors import UserError
@@ -33,58 +37,54 @@ from capsnet.model import ARCHITECTURES
 from capsnet.model import CapsNetLoss
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
-    cli.add_common_arguments(p)
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__)
+    cli.add_common_arguments(p, min_test_size=0)
     p.add_argument('--save', default='result', help='output folder')
     p.add_argument('--model', default='capsnet', choices=list(ARCHITECTURES),
                    help="capsnet, or the paper's baseline CNN (which "
                    'ignores the capsule flags below)')
-    p.add_argument('-e', '--epoch', type=int, default=50)
-    p.add_argument('-b', '--batchsize', type=int, default=128)
-    p.add_argument('--lr', type=float, default=1e-3, help='Adam step size')
-    p.add_argument('--lr-decay', type=float, default=0.9,
-                   help='step size factor per epoch')
-    p.add_argument('--routing', type=int, default=3,
+    p.add_argument('-e', '--epoch', type=cli.EPOCHS, default=50)
+    p.add_argument('-b', '--batchsize', type=cli.BATCH, default=128)
+    p.add_argument('--lr', type=cli.number(0, 1, low_open=True), default=1e-3,
+                   help='Adam step size')
+    p.add_argument('--lr-decay', type=cli.number(0, 1, low_open=True),
+                   default=0.9, help='step size factor per epoch')
+    p.add_argument('--routing', type=cli.ROUTING, default=3,
                    help='routing iterations (1: no routing)')
     p.add_argument('--reconstruct', action=argparse.BooleanOptionalAction,
                    default=True, help='decoder and reconstruction loss')
-    p.add_argument('--recon-weight', type=float, default=0.0005)
+    p.add_argument('--recon-weight', type=cli.number(0, 1), default=0.0005)
     p.add_argument('--shared-weights', action='store_true',
                    help="the seed's W shared across the grid per capsule type")
-    p.add_argument('--leaky-slope', type=float, default=0.0,
+    p.add_argument('--leaky-slope', type=cli.number(0, 1, high_open=True),
+                   default=0.0,
                    help='leaky ReLU slope for conv1 (the seed used 0.05)')
-    p.add_argument('--max-shift', type=int, default=2,
+    p.add_argument('--max-shift', type=cli.integer(0, data.SIDE - 1),
+                   default=2,
                    help='random shift of each training image, in pixels '
                    '(MultiMNIST always shifts each digit by up to 4)')
-    p.add_argument('--canvas', type=int, default=None,
+    p.add_argument('--canvas', type=cli.integer(data.SIDE, 64), default=None,
                    help='train on digits placed at random on a black canvas '
                    'of this side (40: the paper\'s affNIST setting); test '
                    'digits are centred on it')
-    p.add_argument('--val-size', type=int, default=5000,
+    p.add_argument('--val-size', type=cli.integer(0), default=5000,
                    help='validation images held out of the 60,000 training '
                    'images; they pick the saved model (0: train on all)')
-    p.add_argument('--train-size', type=int, default=None,
+    p.add_argument('--train-size', type=cli.integer(1), default=None,
                    help='use only the first N training images')
-    p.add_argument('--snapshot-interval', type=int, default=100,
+    p.add_argument('--snapshot-interval', type=cli.integer(1), default=100,
                    help='snapshot every N iterations (and every epoch)')
     p.add_argument('--resume', default=None,
                    help='snapshot to resume from (default: the newest in '
                    '--save, if any)')
-    p.add_argument('--seed', type=int, default=0)
-    return p.parse_args(argv)
-
-
-def check_same_run(path, options):
-    """A save folder holds one architecture: refuse to mix in another."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        saved = json.load(f).get('model')
-    if saved != options:
-        raise UserError('{} was made with other model options ({}); use '
-                        'another --save folder'.format(path, saved))
+    p.add_argument('--seed', type=cli.SEED, default=0)
+    p.add_argument('--communicator', default=None,
+                   choices=distributed.COMMUNICATORS,
+                   help='train data-parallel over the processes of mpiexec '
+                   '-n N with this ChainerMN communicator (naive on the '
+                   'CPU); -b is then per process')
+    return p
 
 
 class Evaluator(extensions.Evaluator):
@@ -96,18 +96,26 @@ class Evaluator(extensions.Evaluator):
             return super().evaluate()
 
 
-def snapshot_trigger(interval):
+def snapshot_trigger(interval, stop):
+    """Every epoch, every ``interval`` iterations, and before a stop. The
+    stop is asked first, every iteration: under MPI it is a collective call
+    that every process must make."""
     def trigger(trainer):
         updater = trainer.updater
-        return updater.is_new_epoch or updater.iteration % interval == 0
+        return (stop.requested(trainer) or updater.is_new_epoch or
+                updater.iteration % interval == 0)
     return trigger
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    device = cli.get_device(args.gpu)
+    args = build_parser().parse_args(argv)
+    cluster = distributed.create(args.communicator, args.gpu)
+    device = cli.get_device(cluster.device_id(args.gpu))
     out = cli.writable_dir(args.save)
-    checkpoint.remove_partial_files(out)
+    if cluster.is_root:
+        guards.lock_folder(out)
+        checkpoint.remove_partial_files(out)
+    cluster.barrier()           # no process writes before the clean-up
     architecture = ARCHITECTURES[args.model]
     options = {} if args.model == 'baseline' else dict(
         routing=args.routing, reconstruct=args.reconstruct,
@@ -118,14 +126,14 @@ def main(argv=None):
                         '--model baseline and --canvas do not apply')
     if multi or args.canvas:
         options['in_size'] = multimnist.CANVAS if multi else args.canvas
-    options_path = os.path.join(out, 'options.json')
 
     splits = data.split_arrays(data.load(args.dataset, args.data_dir),
                                args.val_size, args.train_size, args.test_size)
-    train, val, test = (TupleDataset(*split) if split else None
-                        for split in splits)
-    order_rng, shift_rng = (numpy.random.default_rng([args.seed, k])
-                            for k in range(2))
+    # --test-size 0: the test set is not looked at during training
+    train, val, test = (TupleDataset(*split) if split and len(split[0])
+                        else None for split in splits)
+    order_rng, shift_rng = (numpy.random.default_rng(cluster.seeds(
+        args.seed, k)) for k in range(2))
     if multi:
         # each training digit gets a fresh partner and positions per batch
         train_converter = multimnist.PairConverter(*splits[0], shift_rng)
@@ -137,19 +145,26 @@ def main(argv=None):
         train_converter = data.BatchConverter(args.max_shift, shift_rng,
                                               args.canvas)
         eval_converter = data.BatchConverter(canvas=args.canvas)
+    # each process trains on its own part, and evaluates its own part
+    train = cluster.shard(train, shuffle=True, seed=args.seed)
+    val, test = cluster.shard(val), cluster.shard(test)
+    if args.batchsize > len(train):
+        raise UserError('--batchsize {} is more than the {} training images '
+                        '{}'.format(args.batchsize, len(train),
+                                    'of each process' if cluster.size > 1
+                                    else 'there are'))
 
     numpy.random.seed(args.seed)
     if device.xp is not numpy:
         device.xp.random.seed(args.seed)
     model = architecture(**options)
-    check_same_run(options_path, model.options)
+    if cluster.is_root:
+        checkpoint.check_run_folder(out, model.options)
     model.to_device(device)
     loss = (L.Classifier(model) if args.model == 'baseline'
             else CapsNetLoss(model, args.recon_weight))
-    optimizer = chainer.optimizers.Adam(alpha=args.lr)
-    optimizer.setup(loss)
-    checkpoint.write_json(options_path, {'model': model.options,
-                                         'train': vars(args)})
+    optimizer = cluster.optimizer(chainer.optimizers.Adam(alpha=args.lr),
+                                  loss)
 
     train_iter = chainer.iterators.SerialIterator(
         train, args.batchsize,
@@ -159,22 +174,50 @@ def main(argv=None):
         converter=train_converter)
     trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=out)
     trainer.extend(checkpoint.RandomStates(order=order_rng, shift=shift_rng))
+    trainer.extend(guards.FiniteLoss())
+    stop = guards.GracefulStop(cluster)
+    trainer.extend(stop)
 
     for name, dataset in (('validation', val), ('test', test)):
         if dataset is not None:
             it = chainer.iterators.SerialIterator(
                 dataset, args.batchsize, repeat=False, shuffle=False)
-            trainer.extend(Evaluator(it, loss, converter=eval_converter,
-                                     device=device), name=name)
+            trainer.extend(cluster.evaluator(Evaluator(
+                it, loss, converter=eval_converter, device=device)),
+                name=name)
     trainer.extend(extensions.ExponentialShift('alpha', args.lr_decay),
                    trigger=(1, 'epoch'))
+    trainer.extend(cluster.snapshot(extensions.snapshot(
+        filename=checkpoint.SNAPSHOT_FORMAT, n_retains=2)),
+        trigger=snapshot_trigger(args.snapshot_interval, stop))
+    if cluster.is_root:         # one writer of the model, log and plots
+        checkpoint.write_json(os.path.join(out, 'options.json'),
+                              {'model': model.options, 'train': vars(args)})
+        add_reports(trainer, model, val is not None)
+
+    resume = (args.resume + cluster.snapshot_suffix if args.resume
+              else cluster.latest_snapshot(out))
+    if resume:
+        checkpoint.load_snapshot(resume, trainer)
+        if cluster.is_root:
+            print('resuming from {} (iteration {})'.format(
+                resume, updater.iteration))
+    try:
+        with stop:
+            trainer.run(show_loop_exception_msg=False)
+    except OSError as e:        # a full disk, say: every file is atomic
+        raise UserError('cannot write to {}: {}; the files there are those '
+                        'of the last complete write: make room, then run the '
+                        'same command to resume'.format(
+                            out, e.strerror or e))
+
+
+def add_reports(trainer, model, validated):
+    """The best model, the log, the plots and the progress on the terminal."""
     # validation picks the saved model; without it, the latest is saved
-    best = (training.triggers.MaxValueTrigger('validation/main/accuracy')
-            if val is not None else (1, 'epoch'))
+    best = (checkpoint.MaxValueTrigger('validation/main/accuracy')
+            if validated else (1, 'epoch'))
     trainer.extend(checkpoint.SaveBestModel(model), trigger=best)
-    trainer.extend(extensions.snapshot(
-        filename=checkpoint.SNAPSHOT_FORMAT, n_retains=2),
-        trigger=snapshot_trigger(args.snapshot_interval))
     trainer.extend(extensions.LogReport())
     trainer.extend(checkpoint.AtomicPlotReport(
         ['main/loss', 'validation/main/loss', 'test/main/loss'],
@@ -187,13 +230,6 @@ def main(argv=None):
          'validation/main/loss', 'validation/main/accuracy',
          'test/main/accuracy', 'elapsed_time']))
     trainer.extend(extensions.ProgressBar(update_interval=10))
-
-    resume = args.resume or checkpoint.latest_snapshot(out)
-    if resume:
-        checkpoint.load_snapshot(resume, trainer)
-        print('resuming from {} (iteration {})'.format(
-            resume, updater.iteration))
-    trainer.run()
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ that off).
 
     python bench/benchmark.py --batch 128 --steps 5 --warmup 2 [-g 0]
 """
-import argparse
 import contextlib
 import json
 import os
@@ -44,20 +43,21 @@ def timed(step, warmup, steps, sync):
     return times
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--batch', type=int, default=128)
-    p.add_argument('--steps', type=int, default=5)
-    p.add_argument('--warmup', type=int, default=2)
-    p.add_argument('--routing', type=int, default=3)
-    p.add_argument('-g', '--gpu', type=int, default=-1)
-    p.add_argument('--seed', type=int, default=0)
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__)
+    p.add_argument('--batch', type=cli.BATCH, default=128)
+    p.add_argument('--steps', type=cli.integer(1, 10000), default=5)
+    p.add_argument('--warmup', type=cli.integer(0, 1000), default=2)
+    p.add_argument('--routing', type=cli.ROUTING, default=3)
+    p.add_argument('-g', '--gpu', type=cli.GPU, default=-1)
+    p.add_argument('--seed', type=cli.SEED, default=0)
     p.add_argument('--per-batch-weights', action='store_true',
                    help='evaluate without frozen_weights()')
-    args = p.parse_args()
+    return p
 
-    cli.keep_freed_memory()                 # as cli.run does for the scripts
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     device = cli.get_device(args.gpu)
     xp = device.xp
     sync = (xp.cuda.Device().synchronize if xp is not numpy
@@ -101,4 +101,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli.run(main))

@@ -6,7 +6,6 @@ constructor options under ``OPTIONS_KEY``, so it rebuilds its own model.
 import glob
 import json
 import os
-import pickle
 import re
 import shutil
 import zipfile
@@ -16,6 +15,7 @@ import numpy
 
 import chainer
 from chainer import serializers
+from chainer import training
 from chainer.training import extensions
 
 from capsnet.errors import UserError
@@ -25,8 +25,8 @@ OPTIONS_KEY = 'capsnet_options'
 MODEL_FILE = 'model.npz'
 SNAPSHOT_FORMAT = 'snapshot_iter_{.updater.iteration}'
 # What a broken or foreign .npz raises while it is opened or read.
-_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError,
-                zipfile.BadZipFile, zlib.error, pickle.UnpicklingError)
+_READ_ERRORS = (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
+                zlib.error)
 
 
 def atomic_write(path, write):
@@ -65,23 +65,74 @@ def model_path(load):
     return os.path.join(load, MODEL_FILE) if os.path.isdir(load) else load
 
 
+def _read_npz(path, read):
+    """``read(npz)`` on the .npz file ``path`` with pickle refused, so that
+    no file can run code when it is loaded; the reason it failed, or None."""
+    try:
+        with numpy.load(path, allow_pickle=False) as npz:
+            read(npz)
+    except ValueError as e:
+        if 'allow_pickle' in str(e):
+            return ('it needs pickle (it holds Python objects, or is no .npz '
+                    'archive at all), which capsnet never writes and refuses '
+                    'to load, since unpickling can run code')
+        return '{} ({})'.format(type(e).__name__, e)
+    except _READ_ERRORS as e:
+        return '{} ({})'.format(type(e).__name__, e)
+    return None
+
+
 def load_model(path):
     """Rebuild the model saved in ``path``, on the CPU."""
     if not os.path.isfile(path):
         raise UserError('no model file at {}'.format(path))
-    try:
-        with numpy.load(path) as npz:
-            if OPTIONS_KEY not in npz.files:
-                raise UserError('{} is not a capsnet model file (it has no '
-                                '{})'.format(path, OPTIONS_KEY))
-            options = json.loads(str(npz[OPTIONS_KEY]))
-            # files without 'arch' predate the baseline: CapsNets
-            model = ARCHITECTURES[options.pop('arch', 'capsnet')](**options)
-            serializers.NpzDeserializer(npz).load(model)
-    except _READ_ERRORS as e:
-        raise UserError('cannot load model {}: {} ({})'.format(
-            path, type(e).__name__, e))
-    return model
+    models = []
+
+    def read(npz):
+        if OPTIONS_KEY not in npz.files:
+            raise UserError('{} is not a capsnet model file (it has no '
+                            '{})'.format(path, OPTIONS_KEY))
+        options = json.loads(str(npz[OPTIONS_KEY]))
+        # files without 'arch' predate the baseline: CapsNets
+        models.append(ARCHITECTURES[options.pop('arch', 'capsnet')](
+            **options))
+        serializers.NpzDeserializer(npz).load(models[0])
+
+    failure = _read_npz(path, read)
+    if failure:
+        raise UserError('cannot load model {}: {}'.format(path, failure))
+    return models[0]
+
+
+def check_run_folder(directory, model_options):
+    """Before a run uses ``directory``: its options.json and log, if any,
+    must be readable, and it must hold a model with ``model_options``."""
+    def read_json(name, advice):
+        path = os.path.join(directory, name)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:      # JSONDecodeError, bad UTF-8
+            raise UserError('{} is {} ({}); {}'.format(
+                path, 'empty' if os.path.getsize(path) == 0 else 'damaged',
+                e, advice))
+
+    options = read_json('options.json', 'delete it if this folder was made '
+                        'by the same command, or use another --save folder')
+    log = read_json('log', 'delete it: a resumed run writes it again in full '
+                    'from its snapshot at the next epoch')
+    if log is not None and not isinstance(log, list):
+        raise UserError('{} is damaged (not a list of log entries); delete '
+                        'it: a resumed run writes it again in full from its '
+                        'snapshot at the next epoch'.format(
+                            os.path.join(directory, 'log')))
+    saved = (options or {}).get('model', model_options)
+    if saved != model_options:
+        raise UserError('{} was made with other model options ({}); use '
+                        'another --save folder'.format(
+                            os.path.join(directory, 'options.json'), saved))
 
 
 def remove_partial_files(directory):
@@ -97,22 +148,33 @@ def remove_partial_files(directory):
                 shutil.rmtree(path)
 
 
+def snapshot_path(directory, iteration, suffix=''):
+    return os.path.join(directory, 'snapshot_iter_{}{}'.format(iteration,
+                                                               suffix))
+
+
+def snapshot_iterations(directory, suffix=''):
+    """The iterations of the snapshots in ``directory`` whose names end in
+    ``suffix`` ('.RANK' for one process of a multi-process run)."""
+    pattern = re.compile(r'snapshot_iter_(\d+){}$'.format(re.escape(suffix)))
+    return {int(m.group(1)) for m in map(pattern.match, os.listdir(directory))
+            if m}
+
+
 def latest_snapshot(directory):
     """Path of the snapshot with the highest iteration, or None."""
-    def iteration(path):
-        return int(re.search(r'(\d+)$', path).group(1))
-    paths = glob.glob(os.path.join(directory, 'snapshot_iter_*[0-9]'))
-    return max(paths, key=iteration) if paths else None
+    iterations = snapshot_iterations(directory)
+    return snapshot_path(directory, max(iterations)) if iterations else None
 
 
 def load_snapshot(path, trainer):
     """Restore the whole training state (model, optimizer, iterator, log)."""
-    try:
-        serializers.load_npz(path, trainer)
-    except _READ_ERRORS as e:
-        raise UserError('cannot resume from {}: {} ({}); it is corrupt or '
-                        'from another architecture'.format(
-                            path, type(e).__name__, e))
+    failure = _read_npz(
+        path, lambda npz: serializers.NpzDeserializer(npz).load(trainer))
+    if failure:
+        raise UserError('cannot resume from {}: {}; delete it to resume from '
+                        'the snapshot before it, or use another --save '
+                        'folder'.format(path, failure))
 
 
 class AtomicPlotReport(extensions.PlotReport):
@@ -151,6 +213,20 @@ class RandomStates(chainer.training.Extension):
             else:
                 generator.bit_generator.state = json.loads(
                     serializer(name, ''))
+
+
+class MaxValueTrigger(training.triggers.MaxValueTrigger):
+    """Chainer's MaxValueTrigger, whose snapshots hold no Python object:
+    until it has seen a value, its best is stored as NaN where Chainer's
+    would pickle None (and a snapshot from the first epoch would then need
+    pickle to resume)."""
+
+    def serialize(self, serializer):
+        self._interval_trigger.serialize(serializer['interval_trigger'])
+        self._summary.serialize(serializer['summary'])
+        best = serializer('best_value', numpy.nan if self._best_value is None
+                          else self._best_value)
+        self._best_value = None if numpy.isnan(best) else best
 
 
 class SaveBestModel(chainer.training.Extension):

@@ -53,6 +53,7 @@ DATASETS = {
     },
 }
 
+SIDE = 28                                   # an MNIST image is SIDE x SIDE
 _IDX_DTYPES = {0x08: numpy.uint8}
 
 
@@ -163,6 +164,13 @@ def load(dataset='mnist', data_dir=None, parts=('train', 'test')):
     return {part: read_split(data_dir, part) for part in parts}
 
 
+def check_size(flag, size, available):
+    """A --*-size flag can ask for at most the images there are."""
+    if size is not None and size > available:
+        raise UserError('{} {} is more than the {} images there are'.format(
+            flag, size, available))
+
+
 def split_arrays(arrays, val_size=5000, train_size=None, test_size=None):
     """Train, validation and test (images, labels), validation None if 0.
 
@@ -173,9 +181,11 @@ def split_arrays(arrays, val_size=5000, train_size=None, test_size=None):
     if not 0 <= val_size < len(images):
         raise UserError('--val-size must be in [0, {})'.format(len(images)))
     n_train = len(images) - val_size
+    test_images, test_labels = arrays['test']
+    check_size('--train-size', train_size, n_train)
+    check_size('--test-size', test_size, len(test_images))
     train = images[:n_train][:train_size], labels[:n_train][:train_size]
     val = (images[n_train:], labels[n_train:]) if val_size else None
-    test_images, test_labels = arrays['test']
     return train, val, (test_images[:test_size], test_labels[:test_size])
 
 

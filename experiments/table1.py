@@ -4,6 +4,8 @@
     python experiments/table1.py --epochs 50 --seeds 0 1 2 -g 0       # full
     python experiments/table1.py --epochs 1 --seeds 0 1 --train-size 1000 \\
         --val-size 500 --test-size 500 --data-dir ../shared/data/mnist  # tiny
+    python experiments/table1.py -g 0 --communicator pure_nccl \\
+        --mpiexec "mpiexec -n 8 -f hostfile"        # each run on 8 GPUs
 
 Each row is trained with train.py once per seed into OUT/runs/<row>/seed<k>
 (its log, options and best-by-validation model; the snapshots are deleted
@@ -11,7 +13,6 @@ once a run is done), evaluated on the test set with analyze.py --evaluate,
 and summarised in OUT/results.json and OUT/table1.md. Finished runs are
 skipped, so the command can be interrupted and run again.
 """
-import argparse
 import json
 import os
 import platform
@@ -21,6 +22,11 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from capsnet import checkpoint  # noqa: E402
+from capsnet import cli  # noqa: E402
+from capsnet import distributed  # noqa: E402
+from capsnet.errors import UserError  # noqa: E402
 
 # (key, model, routing, reconstruction, train.py flags, the paper's error)
 ROWS = [
@@ -34,32 +40,47 @@ ROWS = [
 ]
 
 
-def script(name, *args):
-    command = [sys.executable, os.path.join(ROOT, name), *map(str, args)]
-    return subprocess.run(command, check=True, capture_output=True,
-                          text=True).stdout
+def script(name, *args, launcher=()):
+    """Run one of the project's scripts (behind ``launcher``, a command
+    such as mpiexec -n 4); its stdout."""
+    command = [*launcher, sys.executable, os.path.join(ROOT, name),
+               *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        # the script's own one-line error, or the end of whatever it said
+        lines = result.stderr.strip().splitlines() or ['exit status {}'.format(
+            result.returncode)]
+        raise UserError('{}: {}'.format(name, lines[-1].replace(
+            'error: ', '', 1)))
+    return result.stdout
 
 
 def run_one(folder, flags, args):
     """Train and evaluate one run unless done; its test error in %."""
     result_path = os.path.join(folder, 'result.json')
     if os.path.exists(result_path):
-        with open(result_path) as f:
-            return json.load(f)['error_percent']
+        try:
+            with open(result_path) as f:
+                return json.load(f)['error_percent']
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError('{} is damaged ({}); delete it to run that row '
+                            'again'.format(result_path, e))
     data = ['--dataset', args.dataset] + (
         ['--data-dir', args.data_dir] if args.data_dir else []) + (
         ['--test-size', args.test_size] if args.test_size else [])
     train = ['-e', args.epochs, '-b', args.batchsize, '--val-size',
              args.val_size, '-g', args.gpu] + (
-        ['--train-size', args.train_size] if args.train_size else [])
-    script('train.py', '--save', folder, *flags, *train, *data)
+        ['--train-size', args.train_size] if args.train_size else []) + (
+        ['--communicator', args.communicator] if args.communicator else [])
+    script('train.py', '--save', folder, *flags, *train, *data,
+           launcher=shlex.split(args.mpiexec) if args.communicator else ())
     line = script('analyze.py', '--load', folder, '--evaluate', '-g',
                   args.gpu, *data).strip().splitlines()[-1]
     for name in os.listdir(folder):
         if name.startswith('snapshot_iter_'):
             os.remove(os.path.join(folder, name))
-    with open(result_path, 'w') as f:
-        f.write(line + '\n')
+    checkpoint.atomic_write(result_path,
+                            lambda f: f.write((line + '\n').encode()))
     return json.loads(line)['error_percent']
 
 
@@ -86,25 +107,38 @@ def markdown(results, args, command):
         command), ''] + lines) + '\n'
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument('--out', default=os.path.join(ROOT, 'experiments',
                                                  'table1'))
-    p.add_argument('--epochs', type=int, default=50)
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('-b', '--batchsize', type=int, default=128)
-    p.add_argument('-g', '--gpu', type=int, default=-1)
-    p.add_argument('--train-size', type=int, default=None)
-    p.add_argument('--val-size', type=int, default=5000)
-    p.add_argument('--test-size', type=int, default=None)
+    p.add_argument('--epochs', type=cli.EPOCHS, default=50)
+    p.add_argument('--seeds', type=cli.SEED, nargs='+', default=[0, 1, 2])
+    p.add_argument('-b', '--batchsize', type=cli.BATCH, default=128)
+    p.add_argument('-g', '--gpu', type=cli.GPU, default=-1)
+    p.add_argument('--train-size', type=cli.integer(1), default=None)
+    p.add_argument('--val-size', type=cli.integer(0), default=5000)
+    p.add_argument('--test-size', type=cli.integer(1), default=None)
     p.add_argument('--dataset', default='mnist')
     p.add_argument('--data-dir', default=None)
     p.add_argument('--rows', nargs='+', default=[r[0] for r in ROWS],
                    choices=[r[0] for r in ROWS])
-    args = p.parse_args()
+    p.add_argument('--communicator', default=None,
+                   choices=distributed.COMMUNICATORS,
+                   help='train each run data-parallel with ChainerMN, '
+                   'launched by --mpiexec (-b is then per process)')
+    p.add_argument('--mpiexec', default='{} -n 2'.format(os.path.join(
+        os.path.dirname(sys.executable), 'mpiexec')),
+                   help='how to start the processes of one run (default: '
+                   'mpiexec -n 2 beside this Python)')
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    cli.writable_dir(args.out)
     command = 'python experiments/table1.py ' + ' '.join(
-        shlex.quote(a) for a in sys.argv[1:])
+        shlex.quote(a) for a in argv)
 
     results = {}
     for key, _, _, _, flags, _ in ROWS:
@@ -117,16 +151,14 @@ def main():
             results[key].append(error)
             print('{} seed {}: {:.2f}% test error'.format(key, seed, error),
                   flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'results.json'), 'w') as f:
-        json.dump({'command': command, 'test_error_percent': results}, f,
-                  indent=2)
+    checkpoint.write_json(os.path.join(args.out, 'results.json'),
+                          {'command': command, 'test_error_percent': results})
     if set(results) == {r[0] for r in ROWS}:
         table = markdown(results, args, command)
-        with open(os.path.join(args.out, 'table1.md'), 'w') as f:
-            f.write(table)
+        checkpoint.atomic_write(os.path.join(args.out, 'table1.md'),
+                                lambda f: f.write(table.encode()))
         print(table)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli.run(main))

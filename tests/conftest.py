@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 import types
 
@@ -21,6 +22,41 @@ from chainer.backends import cuda  # noqa: E402
 from capsnet.model import CapsNetLoss  # noqa: E402
 
 MNIST_FIXTURE = os.path.join(ROOT, 'tests', 'data', 'mnist')
+
+DATA = ['--data-dir', MNIST_FIXTURE]
+# a tiny run: 2 epochs of 4 iterations, small validation and test sets
+TINY = DATA + ['--train-size', '64', '-b', '16', '--val-size', '200',
+               '--test-size', '100', '-e', '2']
+
+
+def run(script, *args, check=True):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def fails_with(message, script, *args):
+    """The script exits 1 with one 'error: ...' line naming the problem;
+    returns that line."""
+    result = run(script, *args, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+    assert 'Traceback' not in result.stderr
+    assert message in lines[0], lines[0]
+    return lines[0]
+
+
+def assert_same_training_state(snapshot, other):
+    with numpy.load(snapshot) as a, numpy.load(other) as b:
+        keys = [k for k in a.files if k.startswith(('updater/model:main/',
+                                                    'updater/optimizer:'))]
+        assert len(keys) > 20 and set(keys) <= set(b.files)
+        for key in keys:
+            numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def assert_same_loss_and_gradients(reference, other, x, t):

@@ -11,33 +11,13 @@ import time
 import numpy
 import pytest
 
+from conftest import DATA
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
-
-DATA = ['--data-dir', MNIST_FIXTURE]
-# a tiny run: 2 epochs of 4 iterations, small validation and test sets
-TINY = DATA + ['--train-size', '64', '-b', '16', '--val-size', '200',
-               '--test-size', '100', '-e', '2']
-
-
-def run(script, *args, check=True):
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def fails_with(message, script, *args):
-    """The script exits 1 with one 'error: ...' line naming the problem."""
-    result = run(script, *args, check=False)
-    assert result.returncode == 1, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
-    assert 'Traceback' not in result.stderr
-    assert message in lines[0], lines[0]
-
+from conftest import TINY
+from conftest import assert_same_training_state
+from conftest import fails_with
+from conftest import run
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
@@ -229,15 +209,6 @@ def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
         '--resume', str(trained / 'snapshot_iter_6'))
     assert_same_training_state(trained / 'snapshot_iter_8',
                                resumed / 'snapshot_iter_8')
-
-
-def assert_same_training_state(snapshot, other):
-    with numpy.load(snapshot) as a, numpy.load(other) as b:
-        keys = [k for k in a.files if k.startswith(('updater/model:main/',
-                                                    'updater/optimizer:'))]
-        assert len(keys) > 20 and set(keys) <= set(b.files)
-        for key in keys:
-            numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_canvas_training_evaluates_on_mnist_and_affnist(tmp_path):

@@ -1,0 +1,126 @@
+"""What keeps a training run safe: one writer per save folder, a snapshot
+and a clean stop on Ctrl-C or SIGTERM, and a stop before a non-finite loss
+reaches any file."""
+import fcntl
+import math
+import os
+import signal
+import time
+
+import chainer
+
+from capsnet.errors import Interrupted
+from capsnet.errors import UserError
+
+LOCK_FILE = '.lock'
+
+
+_held = []       # the locks this process holds, kept open until it ends
+
+
+def lock_folder(directory):
+    """Hold ``directory`` for the rest of this process (see FolderLock)."""
+    _held.append(FolderLock(directory))
+
+
+class FolderLock:
+    """Hold ``directory`` while this object lives: an exclusive flock on its
+    ``.lock`` file, which holds our pid. The kernel drops the lock when the
+    process ends, however it ends, so a lock left by a dead process is simply
+    taken over; a live holder makes the constructor raise a UserError."""
+
+    def __init__(self, directory):
+        path = os.path.join(directory, LOCK_FILE)
+        self.file = open(path, 'a+')
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder()
+            self.file.close()
+            raise UserError('{} is in use by another training run (pid {}); '
+                            'wait for it, stop it, or use another --save '
+                            'folder'.format(directory, holder))
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write('{}\n'.format(os.getpid()))
+        self.file.flush()
+
+    def _holder(self):
+        # the holder writes its pid just after it locks: give it a moment
+        for _ in range(20):
+            self.file.seek(0)
+            pid = self.file.read().strip()
+            if pid:
+                return pid
+            time.sleep(0.05)
+        return 'unknown'
+
+
+class GracefulStop(chainer.training.Extension):
+    """On SIGINT or SIGTERM, let the current iteration finish with all its
+    extensions (the snapshot extension asks ``requested`` as a trigger),
+    then stop the run with ``Interrupted``. A second signal stops at once.
+
+    Under MPI the processes agree, once an iteration, on whether any of them
+    got a signal, so that all snapshot and stop at the same iteration; only
+    the first (``cluster.is_root``) says so. Use as a context manager around
+    ``trainer.run()``: it installs the handlers and restores the old ones.
+    """
+
+    priority = -1000          # after everything, the snapshot (-100) included
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.signal = None
+        self._agreed = (None, 0)        # (iteration, signal number or 0)
+        self._previous = {}
+
+    def agreed_signal(self, trainer):
+        """The signal any process got, or 0; one collective an iteration."""
+        iteration = trainer.updater.iteration
+        if self._agreed[0] != iteration:
+            self._agreed = (iteration, self.cluster.max(self.signal or 0))
+        return self._agreed[1]
+
+    def requested(self, trainer):
+        return self.agreed_signal(trainer) != 0
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self, trainer):
+        sig = self.agreed_signal(trainer)
+        if sig:
+            raise Interrupted(
+                '{} at iteration {}: its snapshot is saved in {}; run the '
+                'same command to resume'.format(
+                    signal.Signals(sig).name, trainer.updater.iteration,
+                    trainer.out) if self.cluster.is_root else '', sig)
+
+
+class FiniteLoss(chainer.training.Extension):
+    """Stop the run with a UserError as soon as the training loss is NaN or
+    infinite, before any writer (log, model, snapshot) sees that iteration:
+    the files on disk stay those of the last good one."""
+
+    priority = chainer.training.PRIORITY_WRITER + 1
+
+    def __call__(self, trainer):
+        loss = float(chainer.as_array(trainer.observation['main/loss']))
+        if not math.isfinite(loss):
+            raise UserError(
+                'the training loss became {} at iteration {}; the run '
+                'stopped and its files are those of the last good '
+                'iteration (a smaller --lr may help)'.format(
+                    loss, trainer.updater.iteration))

@@ -1,0 +1,109 @@
+"""Every numeric flag of every script is checked when it is parsed.
+
+The walk finds the flags in the scripts' own parsers, so a new flag is
+covered without editing this file: it must take a ``cli.Range`` type, its
+out-of-range values must end in one line, ``error: --flag ...``, with exit
+status 1, and the edge values it accepts must make a normal run.
+"""
+import argparse
+import concurrent.futures
+import importlib.util
+import os
+
+import pytest
+
+from capsnet import cli
+from conftest import DATA
+from conftest import ROOT
+from conftest import TINY
+from conftest import run
+
+SCRIPTS = ['train.py', 'analyze.py', 'experiments/table1.py',
+           'bench/benchmark.py']
+# zero, negative, not a number, infinite, huge (as a float and as an int);
+# given as --flag=VALUE, since argparse reads a lone '-inf' as a flag
+EDGES = ['0', '-1', 'nan', 'inf', '-inf', '1e30', '1' + '0' * 30]
+
+
+def parser_of(script):
+    spec = importlib.util.spec_from_file_location(
+        'script_' + os.path.basename(script)[:-3], os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+def numeric_flags(parser):
+    """The long name of every flag that takes a value through a type."""
+    return [action.option_strings[-1] for action in parser._actions
+            if action.type is not None]
+
+
+def base_args(script, model, folder):
+    """A small, quick, normal run of each script."""
+    return {
+        'train.py': [*TINY, '-e', '1', '--save', folder],
+        'analyze.py': ['--load', model, *DATA, '--test-size', '50',
+                       '--evaluate'],
+        'experiments/table1.py': ['--epochs', '1', '--seeds', '3', '--rows',
+                                  'r1', '--train-size', '16', '-b', '16',
+                                  '--val-size', '50', '--test-size', '20',
+                                  *DATA, '--out', folder],
+        'bench/benchmark.py': ['--batch', '2', '--steps', '1', '--warmup',
+                               '1'],
+    }[script]
+
+
+def test_range_accepts_its_bounds_and_refuses_the_rest():
+    half_open = cli.number(0, 1, low_open=True)
+    assert half_open('1') == 1.0 and half_open('1e-9') == 1e-9
+    for text in ('0', '1.0001', 'nan', 'inf', 'one'):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=r'must be a number in \(0, 1\], got '):
+            half_open(text)
+    at_least_one = cli.integer(1)
+    assert at_least_one('7') == 7
+    for text in ('0', '1.5', '1e3'):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match='must be an integer >= 1'):
+            at_least_one(text)
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_flag_of_every_script_is_checked(script, tmp_path, capsys):
+    parser = parser_of(script)
+    flags = numeric_flags(parser)
+    assert flags, script
+    untyped = [f for f in flags if not isinstance(
+        parser._option_string_actions[f].type, cli.Range)]
+    assert not untyped, 'numeric flags without a checked range: {}'.format(
+        untyped)
+    model = os.path.join(ROOT, 'saved_model')
+    base = base_args(script, model, str(tmp_path / 'out'))
+    accepted = []
+    for flag in flags:
+        for value in EDGES:
+            try:
+                parser.parse_args(base + ['{}={}'.format(flag, value)])
+            except SystemExit as e:
+                lines = capsys.readouterr().err.strip().splitlines()
+                assert e.code == 1 and len(lines) == 1, (flag, value, lines)
+                assert lines[0].startswith('error: {} must be '.format(flag))
+                assert 'got {}'.format(value) in lines[0]
+            else:
+                accepted.append((flag, value))
+
+    def runs_or_refuses(flag_value):
+        flag, value = flag_value
+        folder = str(tmp_path / 'run{}{}'.format(flag, value[:8]))
+        result = run(script, *base_args(script, model, folder),
+                     '{}={}'.format(flag, value), check=False)
+        lines = result.stderr.strip().splitlines()
+        ok = result.returncode == 0 or (
+            result.returncode == 1 and len(lines) == 1 and
+            lines[0].startswith('error: '))
+        return flag, value, ok, result.stderr[-2000:]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for flag, value, ok, stderr in pool.map(runs_or_refuses, accepted):
+            assert ok, (flag, value, stderr)

@@ -1,0 +1,224 @@
+"""A training run meets the world: a second writer, Ctrl-C and SIGTERM, a
+NaN, a full disk, damaged or hostile files in its folder."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy
+import pytest
+
+from conftest import ROOT
+from conftest import TINY
+from conftest import assert_same_training_state
+from conftest import fails_with
+from conftest import run
+
+# 4 iterations an epoch; no validation, so the model is written every epoch
+RUN = [*TINY, '--val-size', '0', '--snapshot-interval', '3']
+
+
+def train(out, epochs, *prefix, check=True):
+    """train.py on RUN for ``epochs`` into ``out``, behind a tests/faults.py
+    ``prefix`` if one is given."""
+    args = [*RUN, '-e', str(epochs), '--save', str(out)]
+    if prefix:
+        return run('tests/faults.py', *prefix, 'train.py', *args,
+                   check=check)
+    return run('train.py', *args, check=check)
+
+
+def contents(folder):
+    """{name: bytes} of the files that hold what a run has done: snapshots,
+    model and log, and any temporary file (options.json and the plots are
+    written again whenever a run starts)."""
+    return {name: (folder / name).read_bytes() for name in os.listdir(folder)
+            if name not in ('.lock', 'options.json') and
+            not name.endswith('.png')}
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    """Two epochs in one go: snapshot_iter_8 is the state to reach."""
+    out = tmp_path_factory.mktemp('uninterrupted')
+    train(out, 2)
+    return out
+
+
+@pytest.fixture(scope='module')
+def one_epoch(tmp_path_factory):
+    """The same run stopped after its first epoch (iteration 4)."""
+    out = tmp_path_factory.mktemp('one_epoch')
+    train(out, 1)
+    assert {'snapshot_iter_3', 'snapshot_iter_4', 'model.npz',
+            'log'} <= set(os.listdir(out))
+    return out
+
+
+@pytest.fixture
+def resumable(one_epoch, tmp_path):
+    """A fresh copy of the one-epoch folder, to resume into."""
+    out = tmp_path / 'run'
+    shutil.copytree(one_epoch, out)
+    return out
+
+
+def one_line(result, status):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == status, result.stderr[-3000:]
+    assert len(lines) == 1 and 'Traceback' not in result.stderr, \
+        result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize('name, iteration', [('INT', 5), ('TERM', 7)])
+def test_a_signal_snapshots_its_iteration_and_the_run_resumes_exactly(
+        resumable, uninterrupted, name, iteration):
+    result = train(resumable, 2, 'signal', name, str(iteration), check=False)
+    sig = signal.Signals['SIG' + name]
+    line = one_line(result, 128 + sig)
+    assert line.startswith('SIG{} at iteration {}'.format(name, iteration))
+    assert 'run the same command to resume' in line
+    assert (resumable / 'snapshot_iter_{}'.format(iteration)).exists()
+    result = train(resumable, 2)
+    assert '(iteration {})'.format(iteration) in result.stdout
+    assert_same_training_state(uninterrupted / 'snapshot_iter_8',
+                               resumable / 'snapshot_iter_8')
+
+
+def test_a_run_stopped_before_its_first_validation_resumes(tmp_path):
+    """Its snapshot holds no pickled None for the best validation score."""
+    out = tmp_path / 'run'
+    args = ['--val-size', '200', '-e', '1', '--save', str(out)]
+    result = run('tests/faults.py', 'signal', 'INT', '2', 'train.py', *RUN,
+                 *args, check=False)
+    assert one_line(result, 128 + signal.SIGINT).startswith(
+        'SIGINT at iteration 2')
+    result = run('train.py', *RUN, *args)
+    assert '(iteration 2)' in result.stdout
+    assert 'validation/main/accuracy' in (out / 'log').read_text()
+
+
+def test_a_nan_loss_stops_the_run_and_touches_no_file(resumable):
+    before = contents(resumable)
+    line = one_line(train(resumable, 2, 'nan', '6', check=False), 1)
+    assert line.startswith('error: the training loss became nan at '
+                           'iteration 6')
+    assert contents(resumable) == before
+
+
+@pytest.mark.parametrize('pattern, kept', [
+    ('snapshot_iter_*', ['snapshot_iter_3', 'snapshot_iter_4']),
+    ('.model.npz.*', ['model.npz']),
+    ('log.json', ['log']),
+])
+def test_a_full_disk_leaves_the_previous_files_intact(resumable, pattern,
+                                                      kept):
+    before = contents(resumable)
+    line = one_line(train(resumable, 2, 'enospc', pattern, check=False), 1)
+    assert line.startswith('error: cannot write to')
+    assert 'No space left on device' in line
+    after = contents(resumable)
+    for name in kept:
+        assert after[name] == before[name], name
+    assert not [name for name in after
+                if 'partial' in name or name.startswith('tmp')]
+    if pattern.startswith('snapshot'):        # with room again, it goes on
+        train(resumable, 2)
+        assert (resumable / 'snapshot_iter_8').exists()
+
+
+def test_one_writer_per_folder_and_a_dead_holders_lock_is_taken(tmp_path):
+    out = tmp_path / 'run'
+    args = [sys.executable, os.path.join(ROOT, 'train.py'), *RUN, '-e',
+            '1000', '--save', str(out)]
+    holder = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (out / 'snapshot_iter_3').exists():
+            assert holder.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        assert (out / '.lock').read_text().strip() == str(holder.pid)
+        fails_with('in use by another training run (pid {})'.format(
+            holder.pid), 'train.py', *RUN, '--save', str(out))
+        # SIGTERM from outside: a snapshot of the current iteration, one line
+        holder.send_signal(signal.SIGTERM)
+        _, stderr = holder.communicate(timeout=60)
+    finally:
+        holder.kill()
+    assert holder.returncode == 128 + signal.SIGTERM, stderr
+    line, = stderr.strip().splitlines()
+    iteration = int(line.split('at iteration ')[1].split(':')[0])
+    assert (out / 'snapshot_iter_{}'.format(iteration)).exists()
+    # the lock file still names the dead holder; the next run takes it over
+    assert (out / '.lock').read_text().strip() == str(holder.pid)
+    result = train(out, 1000 if iteration < 4 else 1)
+    assert '(iteration {})'.format(iteration) in result.stdout
+
+
+class Trace:
+    """Unpickling this creates the file ``path``: a trace of code run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+def with_pickled_object(npz_path, key, trace, out_path):
+    """Copy ``npz_path`` to ``out_path`` with array ``key`` replaced by a
+    pickled object whose unpickling would create ``trace``."""
+    with numpy.load(npz_path) as npz:
+        arrays = dict(npz)
+    assert key in arrays
+    arrays[key] = numpy.array([Trace(trace)], dtype=object)
+    with open(out_path, 'wb') as f:
+        numpy.savez(f, **arrays)
+
+
+def test_loading_never_unpickles(one_epoch, tmp_path):
+    trace = tmp_path / 'trace'
+    # a snapshot, picked by hand and found in the save folder
+    hostile = tmp_path / 'hostile'
+    shutil.copytree(one_epoch, hostile)
+    with_pickled_object(one_epoch / 'snapshot_iter_4',
+                        'updater/model:main/model/conv1/W', trace,
+                        hostile / 'snapshot_iter_9')
+    for extra in (['--resume', str(hostile / 'snapshot_iter_9')], []):
+        fails_with('needs pickle', 'train.py', *RUN, '-e', '3', '--save',
+                   str(hostile), *extra)
+    # a model file
+    with_pickled_object(one_epoch / 'model.npz', 'conv1/W', trace,
+                        tmp_path / 'model.npz')
+    fails_with('needs pickle', 'analyze.py', '--load',
+               str(tmp_path / 'model.npz'), '--evaluate', *TINY[:2])
+    assert not trace.exists()
+    # the test can fail: with pickle allowed, the trace appears
+    with numpy.load(tmp_path / 'model.npz', allow_pickle=True) as npz:
+        npz['conv1/W']
+    assert trace.exists()
+
+
+@pytest.mark.parametrize('name, content, message', [
+    ('options.json', b'', 'options.json is empty'),
+    ('options.json', b'{"model": ', 'options.json is damaged'),
+    ('log', b'', 'log is empty'),
+    ('log', b'[{"epoch": 1}', 'log is damaged'),
+    ('log', b'{}', 'log is damaged'),
+    ('snapshot_iter_4', b'', 'snapshot_iter_4: EOFError'),
+    ('snapshot_iter_4', b'PK\x03\x04 cut short', 'snapshot_iter_4: '),
+])
+def test_a_damaged_file_in_the_folder_is_named_with_what_to_do(
+        resumable, name, content, message):
+    (resumable / name).write_bytes(content)
+    advice = {'options.json': 'delete it if this folder was made by the '
+              'same command', 'log': 'delete it: a resumed run writes it',
+              'snapshot_iter_4': 'delete it to resume from the snapshot '
+              'before it'}[name]
+    line = fails_with(message, 'train.py', *RUN, '-e', '2', '--save',
+                      str(resumable))
+    assert advice in line
