@@ -3,6 +3,8 @@
 
     python analyze.py -g 0 --load saved_model            # render the figures
     python analyze.py --load saved_model --evaluate      # test accuracy, JSON
+    python analyze.py --load saved_model --explorer      # explorer.html
+    python analyze.py --load saved_model --serve         # the same, served
 
 Renders into --out (default: analysis/ inside the loaded folder):
 reconstructions.png (inputs over their reconstructions), mask_grid.png (two
@@ -11,6 +13,11 @@ interpolation_<d>.png for each digit d (16 capsule dimensions x 11 tweaks of
 -0.25 .. +0.25, as the paper's Figure 4) and routing_<k>.png for each test
 image k of --routing-images (its couplings to each digit capsule over the 6x6
 grid; --routing-types adds one row per capsule type).
+
+--explorer writes explorer.html, one page that opens from disk: pick a test
+digit, see its capsules and routing, and move its 16 dimensions while the
+decoder runs in the page. --serve serves it on 127.0.0.1:--port with a panel
+to draw digits for the model.
 
 With --dataset multimnist: multimnist.png (the paper's Figure 5), and with
 --evaluate the fraction of test pairs whose two longest capsules are their
@@ -30,6 +37,7 @@ from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
+from capsnet import explorer
 from capsnet import kernels
 from capsnet import multimnist
 from capsnet.errors import UserError
@@ -65,6 +73,17 @@ def build_parser():
                    help='test images whose routing to render (default: 0)')
     p.add_argument('--routing-types', action='store_true',
                    help='also render the couplings of each capsule type')
+    p.add_argument('--explorer', action='store_true',
+                   help='write explorer.html instead: one self-contained page '
+                   'to pick test digits and move their capsules')
+    p.add_argument('--explorer-images', type=cli.integer(1, 500),
+                   default=100, help='test digits in the explorer\'s gallery '
+                   '(a tenth of them ones the model gets wrong)')
+    p.add_argument('--serve', action='store_true',
+                   help='serve the explorer on 127.0.0.1 with a panel to draw '
+                   'digits for the model; Ctrl-C stops it')
+    p.add_argument('--port', type=cli.integer(0, 65535), default=8000,
+                   help='port for --serve (0: any free one)')
     p.add_argument('-b', '--batchsize', type=cli.BATCH, default=256)
     return p
 
@@ -201,6 +220,26 @@ def evaluate(args, model, images, labels, device, multi):
                  'n': len(images)}, **report)
 
 
+def explore(args, model, images, labels, device, model_file):
+    """--explorer writes explorer.html; --serve serves it with the model."""
+    check_capsules(model)
+    if args.dataset == 'multimnist' or args.affnist:
+        raise UserError('the explorer shows single MNIST test digits')
+    data.check_size('--explorer-images', args.explorer_images, len(images))
+    gallery = explorer.gallery(model, images, labels, device,
+                               args.explorer_images, args.batchsize)
+    page = explorer.page_data(model, images, labels, gallery, device)
+    if args.serve:
+        return explorer.serve(model, device, page, args.port)
+    out = cli.writable_dir(
+        args.out or os.path.join(os.path.dirname(model_file), 'analysis'))
+    path = os.path.join(out, explorer.PAGE)
+    checkpoint.atomic_write(path, lambda f: f.write(
+        explorer.render_page(page).encode()))
+    print('wrote {} ({:.1f} MB): open it in a browser'.format(
+        path, os.path.getsize(path) / 1e6))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     device = cli.get_device(args.gpu)
@@ -225,6 +264,8 @@ def main(argv=None):
     if multi and args.affine:
         raise UserError('--affine applies to single digits, not MultiMNIST')
     with kernels.frozen_weights():
+        if args.explorer or args.serve:
+            return explore(args, model, images, labels, device, path)
         if args.evaluate:
             print(json.dumps(evaluate(args, model, images, labels, device,
                                       multi)))

@@ -8,6 +8,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=['capsnet'],
+    package_data={'capsnet': ['web/*.html', 'web/*.js', 'web/*.css']},
     python_requires='>=3.11',
     install_requires=['chainer==7.8.1', 'numpy>=1.26', 'matplotlib>=3.5',
                       'scipy>=1.10'],
@@ -16,7 +17,7 @@ setup(
         'cuda12': ['cupy-cuda12x>=14'],
         'cuda13': ['cupy-cuda13x>=14'],
         'mpi': ['mpi4py>=4', 'mpich>=4'],
-        'test': ['pytest>=7', 'mpi4py>=4', 'mpich>=4'],
+        'test': ['pytest>=7', 'selenium>=4.10', 'mpi4py>=4', 'mpich>=4'],
     },
     license='MIT',
 )
