@@ -13,8 +13,6 @@ from capsnet.errors import Interrupted
 from capsnet.errors import UserError
 
 LOCK_FILE = '.lock'
-
-
 _held = []       # the locks this process holds, kept open until it ends
 
 
