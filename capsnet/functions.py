@@ -1,8 +1,9 @@
 """Capsule functions as plain compositions of Chainer functions.
 
-squash, length, the two losses, and the readable reference versions of the
-three operations that ``capsnet/kernels.py`` implements fast with the same
-signatures: convolution_2d_nhwc, capsule_predictions, dynamic_routing.
+The readable reference versions of everything ``capsnet/kernels.py``
+implements fast with the same signatures: squash, length, the two losses,
+the masked decoder input and the decoder, convolution_2d_nhwc,
+capsule_predictions and dynamic_routing.
 
 Axis names: N batch, P grid positions, T capsule types, I = P*T child
 capsules, J parent capsules, K child dimensions, D parent dimensions.
@@ -40,11 +41,16 @@ def convolution_2d_nhwc(x, W, b, stride=1):
 def capsule_predictions(u, W):
     """u_hat[n, j, p, t] = W[p, t, j] @ u[n, p, t] (W[0, t, j] if shared).
 
-    u (N, P, T, K), W (P or 1, T, J, D, K) -> u_hat (N, J, P*T, D).
+    u (N, G, G, T, K) or any (N, ..., T, K): capsule type t at grid
+    position p; W (P*T or T, J, D, K): one matrix per child capsule i =
+    p * T + t, or one per type. -> u_hat (N, J, P*T, D).
     """
-    n, p, t, k = u.shape
-    j, d = W.shape[2:4]
-    W = F.broadcast_to(W, (p, t, j, d, k))                 # share over P
+    n, t, k = u.shape[0], u.shape[-2], u.shape[-1]
+    u = F.reshape(u, (n, -1, t, k))
+    p = u.shape[1]
+    j, d = W.shape[1:3]
+    W = F.broadcast_to(F.reshape(W, (-1, t, j, d, k)),
+                       (p, t, j, d, k))                    # share over P
     u_rows = F.broadcast_to(F.transpose(u, (1, 2, 0, 3))[:, :, None],
                             (p, t, j, n, k))
     u_hat = F.matmul(F.reshape(u_rows, (p * t * j, n, k)),
@@ -117,6 +123,24 @@ def multi_accuracy(lengths, labels):
     """``multi_correct``'s mean: lengths (N, J), labels (N, K) -> scalar."""
     correct = multi_correct(chainer.as_array(lengths), labels)
     return correct.mean(dtype=lengths.dtype)
+
+
+def masked_capsules(v, labels):
+    """The decoder's input: v (N, J, D) with every capsule but labels[n]
+    set to zero, flattened -> (N, J * D)."""
+    xp = backend.get_array_module(v)
+    n, j, d = v.shape
+    mask = xp.eye(j, dtype=v.dtype)[labels]                # (N, J)
+    return F.reshape(v * F.broadcast_to(mask[:, :, None], v.shape),
+                     (n, j * d))
+
+
+def decoder(x, W1, b1, W2, b2, W3, b3):
+    """The reconstruction network: x (N, J*D) -> 512 -> 1024 -> (N, H*W),
+    ReLU, ReLU, sigmoid; each W (out, in) as in Chainer's Linear."""
+    h = F.relu(F.linear(x, W1, b1))
+    h = F.relu(F.linear(h, W2, b2))
+    return F.sigmoid(F.linear(h, W3, b3))
 
 
 def reconstruction_loss(reconstruction, x):

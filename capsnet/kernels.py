@@ -11,6 +11,9 @@ gradients, and ``CapsNet(fused=False)`` runs the model on those instead.
 - ``dynamic_routing``: all iterations in one node, with the backward pass
   accumulating the gradient of u_hat in one batched GEMM instead of one
   outer product per iteration.
+- ``squash``, ``length``, ``margin_loss``, ``masked_capsules``, ``decoder``
+  and ``reconstruction_loss``: each a chain of small Chainer functions in
+  ``functions.py``, here one node with its backward pass written out.
 
 Axis names: N batch, P grid positions, T capsule types, I = P*T child
 capsules, J parent capsules, K child dimensions, D parent dimensions.
@@ -23,6 +26,7 @@ import numpy
 import chainer
 from chainer import backend
 
+from capsnet import functions
 from capsnet.functions import EPS
 
 
@@ -236,20 +240,24 @@ def convolution_2d_nhwc(x, W, b, stride=1):
 class CapsulePredictions(chainer.Function):
     """u_hat[n, j, p, t] = W[p, t, j] @ u[n, p, t] (W[0, t, j] if shared).
 
-    u (N, P, T, K), W (P or 1, T, J, D, K) -> u_hat (N, J, P*T, D). One
-    small GEMM (N, K) @ (K, D) per (p, t, j), each writing its (N, D) block
-    of u_hat in place through a strided view.
+    u (N, ..., T, K), W (P*T or T, J, D, K) -> u_hat (N, J, P*T, D), both
+    reshaped inside (no Reshape nodes). One small GEMM (N, K) @ (K, D) per
+    (p, t, j), each writing its (N, D) block of u_hat in place through a
+    strided view.
     """
 
     def forward(self, inputs):
         xp = backend.get_array_module(*inputs)
         u, W = inputs
-        n, p, t, k = u.shape
-        j, d = W.shape[2:4]
+        n, t, k = u.shape[0], u.shape[-2], u.shape[-1]
+        u = u.reshape(n, -1, t, k)
+        p = u.shape[1]
+        j, d = W.shape[1:3]
         self.u_t = xp.ascontiguousarray(u.transpose(1, 2, 0, 3))  # P,T,N,K
         u_hat = xp.empty((n, j, p, t, d), dtype=u.dtype)
         # row-major (K, D) blocks keep the many small GEMMs on BLAS
-        w_t = xp.ascontiguousarray(W.transpose(0, 1, 2, 4, 3))  # P,T,J,K,D
+        w_t = xp.ascontiguousarray(
+            W.reshape(-1, t, j, d, k).transpose(0, 1, 2, 4, 3))  # P,T,J,K,D
         xp.matmul(self.u_t[:, :, None], w_t,
                   out=u_hat.transpose(2, 3, 1, 0, 4))           # P,T,J,N,D
         return u_hat.reshape(n, j, p * t, d),
@@ -257,19 +265,21 @@ class CapsulePredictions(chainer.Function):
     def backward(self, inputs, grad_outputs):
         xp = backend.get_array_module(*inputs)
         u, W = inputs
-        n, p, t, k = u.shape
-        j, d = W.shape[2:4]
+        p, t, n, k = self.u_t.shape
+        j, d = W.shape[1:3]
         g = grad_outputs[0].reshape(n, j, p, t, d).transpose(2, 3, 1, 4, 0)
         gW = xp.matmul(g, self.u_t[:, :, None])                # P,T,J,D,K
-        if W.shape[0] == 1:                                    # shared
-            gW = gW.sum(axis=0, keepdims=True)
-        gu = xp.matmul(g.transpose(0, 1, 2, 4, 3), W)          # P,T,J,N,K
+        if len(W) == t:                                        # shared
+            gW = gW.sum(axis=0)
+        gu = xp.matmul(g.transpose(0, 1, 2, 4, 3),
+                       W.reshape(-1, t, j, d, k))              # P,T,J,N,K
         gu = gu.sum(axis=2).transpose(2, 0, 1, 3)              # N,P,T,K
-        return xp.ascontiguousarray(gu), gW
+        return (xp.ascontiguousarray(gu).reshape(u.shape),
+                xp.ascontiguousarray(gW).reshape(W.shape))
 
 
 def capsule_predictions(u, W):
-    """u (N, P, T, K), W (P or 1, T, J, D, K) -> u_hat (N, J, P*T, D)."""
+    """u (N, ..., T, K), W (P*T or T, J, D, K) -> u_hat (N, J, P*T, D)."""
     return CapsulePredictions()(u, W)
 
 
@@ -349,3 +359,163 @@ class DynamicRouting(chainer.Function):
 def dynamic_routing(u_hat, iterations, eps=EPS):
     """u_hat (N, J, I, D) -> v (N, J, D), couplings c (N, J, I)."""
     return DynamicRouting(iterations, eps)(u_hat)
+
+
+# --- the small steps, fused ------------------------------------------------
+#
+# Chainer runs each function of a composition as its own node, with its own
+# Python overhead and, in the backward pass, more functions (a Linear's
+# backward alone calls two). The chains below are one node each, with the
+# backward pass written out: a training step makes 36 function calls instead
+# of 155, which is what counts at small batches and on a GPU.
+
+class Squash(chainer.Function):
+    """v = |s|^2 / (1 + |s|^2) * s / |s| along the last axis: s (..., D)."""
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def forward(self, inputs):
+        s, = inputs
+        self.f, self.df = _squash_factors(s, self.eps)
+        return self.f * s,
+
+    def backward(self, inputs, grad_outputs):
+        s, = inputs
+        gv, = grad_outputs
+        return gv * self.f + 2 * s * (s * gv).sum(
+            axis=-1, keepdims=True) * self.df,
+
+
+def squash(s, axis=-1, eps=EPS):
+    """Same as functions.squash, along the last axis only."""
+    if axis not in (-1, s.ndim - 1):
+        raise ValueError('the fused squash acts along the last axis')
+    return Squash(eps)(s)
+
+
+class Length(chainer.Function):
+    """|v| = sqrt(|v|^2 + EPS) along the last axis: (..., D) -> (...)."""
+
+    def forward(self, inputs):
+        v, = inputs
+        self.length = numpy.sqrt((v * v).sum(axis=-1) + v.dtype.type(EPS))
+        return self.length,
+
+    def backward(self, inputs, grad_outputs):
+        v, = inputs
+        return (grad_outputs[0] / self.length)[..., None] * v,
+
+
+def length(v, axis=-1):
+    """Same as functions.length, along the last axis only."""
+    if axis not in (-1, v.ndim - 1):
+        raise ValueError('the fused length acts along the last axis')
+    return Length()(v)
+
+
+class MarginLoss(chainer.Function):
+    """The margin loss of lengths (N, J) for labels (N,) or (N, K):
+    summed over classes, averaged over the batch."""
+
+    def __init__(self, m_pos, m_neg, lam):
+        self.m_pos, self.m_neg, self.lam = m_pos, m_neg, lam
+
+    def forward(self, inputs):
+        xp = backend.get_array_module(*inputs)
+        lengths, labels = inputs
+        present = functions.presence(labels, lengths.shape[1],
+                                     lengths.dtype)
+        # d loss / d lengths, up to the batch mean: the loss is
+        # present * below^2 + lam * absent * above^2
+        below = present * xp.maximum(self.m_pos - lengths, 0)
+        above = (1 - present) * xp.maximum(lengths - self.m_neg, 0)
+        self.slope = (2 * self.lam * above - 2 * below) / len(lengths)
+        loss = ((below * below).sum() + self.lam * (above * above).sum())
+        return xp.asarray(loss / len(lengths), dtype=lengths.dtype),
+
+    def backward(self, inputs, grad_outputs):
+        return self.slope * grad_outputs[0], None
+
+
+def margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5):
+    """Same as functions.margin_loss."""
+    return MarginLoss(m_pos, m_neg, lam)(lengths, labels)
+
+
+class MaskedCapsules(chainer.Function):
+    """v (N, J, D), labels (N,) -> (N, J * D): capsule labels[n] of image n,
+    every other capsule zero."""
+
+    def forward(self, inputs):
+        xp = backend.get_array_module(*inputs)
+        v, labels = inputs
+        self.rows = xp.arange(len(v)), labels
+        out = xp.zeros_like(v)
+        out[self.rows] = v[self.rows]
+        return out.reshape(len(v), -1),
+
+    def backward(self, inputs, grad_outputs):
+        xp = backend.get_array_module(*inputs)
+        v, _ = inputs
+        gv = xp.zeros_like(v)
+        gv[self.rows] = grad_outputs[0].reshape(v.shape)[self.rows]
+        return gv, None
+
+
+def masked_capsules(v, labels):
+    """Same as functions.masked_capsules."""
+    return MaskedCapsules()(v, labels)
+
+
+class Decoder(chainer.Function):
+    """x (N, J*D) -> ReLU(W1 x + b1) -> ReLU(W2 . + b2) ->
+    sigmoid(W3 . + b3) (N, H*W); each W (out, in) as in Chainer's Linear.
+    Keeps both hidden layers and the output for the backward pass."""
+
+    def forward(self, inputs):
+        xp = backend.get_array_module(*inputs)
+        x, W1, b1, W2, b2, W3, b3 = inputs
+        self.h1 = xp.maximum(x.dot(W1.T) + b1, 0)
+        self.h2 = xp.maximum(self.h1.dot(W2.T) + b2, 0)
+        z = self.h2.dot(W3.T) + b3
+        self.y = xp.tanh(z * z.dtype.type(0.5)) * 0.5 + 0.5  # sigmoid(z)
+        return self.y,
+
+    def backward(self, inputs, grad_outputs):
+        x, W1, _, W2, _, W3, _ = inputs
+        g3 = grad_outputs[0] * self.y * (1 - self.y)
+        g2 = g3.dot(W3) * (self.h2 > 0)
+        g1 = g2.dot(W2) * (self.h1 > 0)
+        return (g1.dot(W1), g1.T.dot(x), g1.sum(axis=0),
+                g2.T.dot(self.h1), g2.sum(axis=0),
+                g3.T.dot(self.h2), g3.sum(axis=0))
+
+
+def decoder(x, W1, b1, W2, b2, W3, b3):
+    """Same as functions.decoder."""
+    return Decoder()(x, W1, b1, W2, b2, W3, b3)
+
+
+class ReconstructionLoss(chainer.Function):
+    """Sum of squared errors per image, averaged over the batch:
+    reconstruction (N, P), x with N * P elements."""
+
+    def forward(self, inputs):
+        xp = backend.get_array_module(*inputs)
+        reconstruction, x = inputs
+        self.difference = reconstruction - x.reshape(
+            reconstruction.shape).astype(reconstruction.dtype, copy=False)
+        n = len(reconstruction)
+        return xp.asarray((self.difference ** 2).sum() / n,
+                          dtype=reconstruction.dtype),
+
+    def backward(self, inputs, grad_outputs):
+        _, x = inputs
+        g = self.difference * (2 * grad_outputs[0] / len(self.difference))
+        return g, -g.reshape(x.shape).astype(x.dtype, copy=False)
+
+
+def reconstruction_loss(reconstruction, x):
+    """Same as functions.reconstruction_loss."""
+    return ReconstructionLoss()(reconstruction, x)

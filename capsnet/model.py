@@ -16,16 +16,11 @@ Primary capsule i = (y * G + x) * 32 + type on the G x G grid (G = 6 for
 import chainer
 import chainer.functions as F
 import chainer.links as L
-from chainer import backend
 from chainer import initializers
 
 from capsnet import functions
 from capsnet import kernels
-from capsnet.functions import length
-from capsnet.functions import margin_loss
 from capsnet.functions import multi_accuracy
-from capsnet.functions import reconstruction_loss
-from capsnet.functions import squash
 
 PRIMARY_TYPES = 32
 PRIMARY_DIM = 8
@@ -90,15 +85,12 @@ class CapsNet(chainer.Chain):
         p = self.ops.convolution_2d_nhwc(
             h, self.primary_W, self.primary_b, stride=2)     # (N, G, G, 256)
         p = F.reshape(p, (n, self.grid, self.grid, PRIMARY_TYPES, PRIMARY_DIM))
-        return squash(p)
+        return self.ops.squash(p)
 
     def predictions(self, u):
-        """u (N, G, G, T, 8) -> u_hat (N, J, I, 16), I = G * G * T."""
-        n, g, _, t, k = u.shape
-        # W as (P or 1, T, J, D, K): one matrix per capsule, or per type
-        W = F.reshape(self.digit_W, (-1, t) + self.digit_W.shape[1:])
-        return self.ops.capsule_predictions(
-            F.reshape(u, (n, g * g, t, k)), W)
+        """u (N, G, G, T, 8) -> u_hat (N, J, I, 16), I = G * G * T; W_ij is
+        one matrix per capsule i, or per type (shared)."""
+        return self.ops.capsule_predictions(u, self.digit_W)
 
     def capsules(self, x):
         """x (N, 1, H, W) -> digit capsules v (N, J, 16), couplings (N, J, I)."""
@@ -108,18 +100,15 @@ class CapsNet(chainer.Chain):
     def decode(self, v, labels):
         """Reconstruct from capsule ``labels[n]`` of v (N, J, 16) alone:
         -> (N, H * W) in [0, 1]."""
-        xp = backend.get_array_module(v)
-        n, j, d = v.shape
-        mask = xp.eye(j, dtype=v.dtype)[labels]                # (N, J)
-        masked = v * F.broadcast_to(mask[:, :, None], v.shape)
-        h = F.relu(self.fc1(F.reshape(masked, (n, j * d))))
-        h = F.relu(self.fc2(h))
-        return F.sigmoid(self.fc3(h))
+        return self.ops.decoder(
+            self.ops.masked_capsules(v, labels), *(
+                p for layer in (self.fc1, self.fc2, self.fc3)
+                for p in (layer.W, layer.b)))
 
     def predict(self, x):
         """Class scores (N, J): the capsule lengths."""
         v, _ = self.capsules(x)
-        return length(v)
+        return self.ops.length(v)
 
     def forward(self, x, t=None):
         """x (N, 1, H, W) -> lengths (N, J), reconstruction (N, H*W) or None.
@@ -128,7 +117,7 @@ class CapsNet(chainer.Chain):
         longest capsule otherwise (and whenever ``t`` is None).
         """
         v, _ = self.capsules(x)
-        lengths = length(v)
+        lengths = self.ops.length(v)
         if not self.options['reconstruct']:
             return lengths, None
         if t is None or not chainer.config.train:
@@ -191,21 +180,23 @@ class CapsNetLoss(chainer.Chain):
             self.model = model
 
     def forward(self, x, t, singles=None):
+        ops = self.model.ops
         if t.ndim == 1:
             lengths, reconstruction = self.model(x, t)
             accuracy = F.accuracy(lengths, t)
             targets = [(reconstruction, x)]
         else:
             v, _ = self.model.capsules(x)
-            lengths = length(v)
+            lengths = ops.length(v)
             accuracy = multi_accuracy(lengths, t)
             targets = [(self.model.decode(v, t[:, k]), singles[:, k])
                        for k in range(t.shape[1])]
-        loss = margin_loss(lengths, t)
+        loss = ops.margin_loss(lengths, t)
         chainer.report({'margin_loss': loss, 'accuracy': accuracy}, self)
         if self.model.options['reconstruct']:
-            recon = sum(reconstruction_loss(r, target)
-                        for r, target in targets)
+            errors = [ops.reconstruction_loss(r, target)
+                      for r, target in targets]
+            recon = sum(errors[1:], errors[0])      # no node for a '0 +'
             loss = loss + self.recon_weight * recon
             chainer.report({'recon_loss': recon}, self)
         chainer.report({'loss': loss}, self)

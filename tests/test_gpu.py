@@ -47,17 +47,36 @@ def same_on_cpu_and_gpu(f, inputs, rtol=1e-4, atol=1e-4):
         numpy.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
-def test_squash_and_margin_loss():
+@pytest.mark.parametrize('module', [functions, kernels])
+def test_squash_and_margin_loss(module):
     rng = numpy.random.RandomState(0)
     s = rng.randn(4, 10, 16).astype(numpy.float32)
     t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
 
     def f(s):
         labels = chainer.backend.get_device_from_array(s.array).send(t)
-        return functions.margin_loss(functions.length(functions.squash(s)),
-                                     labels)
+        return module.margin_loss(module.length(module.squash(s)), labels)
 
     same_on_cpu_and_gpu(f, (s,))
+
+
+@pytest.mark.parametrize('module', [functions, kernels])
+def test_masked_decoder_and_reconstruction_loss(module):
+    rng = numpy.random.RandomState(3)
+    v = rng.randn(4, 10, 16).astype(numpy.float32) * 0.3
+    layers = [rng.randn(*shape).astype(numpy.float32) * 0.05 for shape in
+              ((512, 160), (512,), (1024, 512), (1024,), (784, 1024),
+               (784,))]
+    t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
+    x = rng.uniform(0, 1, (4, 1, 28, 28)).astype(numpy.float32)
+
+    def f(v, *layers):
+        device = chainer.backend.get_device_from_array(v.array)
+        masked = module.masked_capsules(v, device.send(t))
+        return module.reconstruction_loss(module.decoder(masked, *layers),
+                                          device.send(x))
+
+    same_on_cpu_and_gpu(f, (v, *layers))
 
 
 @pytest.mark.parametrize('module', [functions, kernels])
@@ -74,7 +93,7 @@ def test_primary_convolution(module):
 def test_predictions_and_routing(module):
     rng = numpy.random.RandomState(2)
     u = rng.randn(3, 4, 2, 8).astype(numpy.float32)              # N, P, T, K
-    W = rng.randn(4, 2, 5, 6, 8).astype(numpy.float32) * 0.3
+    W = rng.randn(8, 5, 6, 8).astype(numpy.float32) * 0.3         # P*T, ...
 
     def f(u, W):
         return module.dynamic_routing(module.capsule_predictions(u, W), 3)

@@ -21,7 +21,7 @@ def same_values_and_gradients(fast, plain, inputs, rtol=1e-4, atol=1e-5):
         ys = f(*xs)
         ys = ys if isinstance(ys, tuple) else (ys,)
         rng = numpy.random.RandomState(7)
-        gys = [chainer.Variable(rng.randn(*y.shape).astype(y.dtype))
+        gys = [chainer.Variable(numpy.asarray(rng.randn(*y.shape), y.dtype))
                for y in ys]
         grads = chainer.grad(list(ys), xs, grad_outputs=gys)
         results.append([y.array for y in ys] + [g.array for g in grads])
@@ -64,8 +64,8 @@ def test_spectral_convolution_gradient_check():
 @pytest.mark.parametrize('shared', [False, True])
 def test_capsule_predictions(shared):
     rng = numpy.random.RandomState(2)
-    u = rng.randn(3, 4, 2, 8).astype(numpy.float32)            # N, P, T, K
-    W = rng.randn(1 if shared else 4, 2, 5, 6, 8).astype(numpy.float32)
+    u = rng.randn(3, 2, 2, 2, 8).astype(numpy.float32)      # N, G, G, T, K
+    W = rng.randn(2 if shared else 8, 5, 6, 8).astype(numpy.float32)
     same_values_and_gradients(kernels.capsule_predictions,
                               functions.capsule_predictions, (u, W))
 
@@ -90,6 +90,48 @@ def test_dynamic_routing_of_zero_predictions_is_finite():
     v, _ = kernels.dynamic_routing(u_hat, 3)
     chainer.functions.sum(v).backward()
     assert not v.array.any() and numpy.isfinite(u_hat.grad).all()
+
+
+def test_squash_and_length():
+    s = numpy.random.RandomState(8).randn(3, 5, 8).astype(numpy.float32)
+    for name in ('squash', 'length'):
+        same_values_and_gradients(getattr(kernels, name),
+                                  getattr(functions, name), (s,))
+    s = s.astype(numpy.float64)
+    gradient_check.check_backward(kernels.squash, s, s[::-1].copy())
+    gradient_check.check_backward(kernels.length, s, s[:, :, 0].copy())
+
+
+@pytest.mark.parametrize('labels', [[0, 3, 1], [[0, 1], [2, 3], [1, 4]]])
+def test_margin_loss(labels):
+    t = numpy.array(labels, dtype=numpy.int32)
+    # lengths on both sides of m- = 0.1 and m+ = 0.9
+    lengths = numpy.random.RandomState(9).uniform(0, 1, (3, 5))
+    same_values_and_gradients(lambda a: kernels.margin_loss(a, t),
+                              lambda a: functions.margin_loss(a, t),
+                              (lengths.astype(numpy.float32),))
+    gradient_check.check_backward(lambda a: kernels.margin_loss(a, t),
+                                  lengths, None)
+
+
+def test_masked_capsules_decoder_and_reconstruction_loss():
+    rng = numpy.random.RandomState(10)
+    v = rng.randn(3, 5, 4)
+    labels = numpy.array([4, 0, 2], dtype=numpy.int32)
+    layers = (rng.randn(7, 20), rng.randn(7), rng.randn(6, 7), rng.randn(6),
+              rng.randn(9, 6), rng.randn(9))
+    x = rng.uniform(0, 1, (3, 1, 3, 3))
+
+    def pipeline(module):
+        def run(v, *layers):
+            masked = module.masked_capsules(v, labels)
+            return module.reconstruction_loss(module.decoder(masked, *layers),
+                                              x.astype(v.dtype))
+        return run
+    inputs = tuple(a.astype(numpy.float32) for a in (v, *layers))
+    same_values_and_gradients(pipeline(kernels), pipeline(functions), inputs)
+    gradient_check.check_backward(pipeline(kernels), (v, *layers), None,
+                                  atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize('options', [{}, {'shared_weights': True,

@@ -5,6 +5,8 @@ import pytest
 import chainer
 
 from capsnet import data
+from capsnet import functions
+from capsnet import kernels
 from capsnet import multimnist
 from capsnet.model import CapsNet
 from capsnet.model import CapsNetLoss
@@ -128,9 +130,10 @@ class _StubCapsNet(chainer.Chain):
     """Fixed capsules v (N, J, D); decoding capsule j gives an image of j's."""
     options = {'reconstruct': True}
 
-    def __init__(self, v):
+    def __init__(self, v, ops):
         super().__init__()
         self.v = v
+        self.ops = ops
 
     def capsules(self, x):
         return chainer.Variable(self.v), None
@@ -140,7 +143,8 @@ class _StubCapsNet(chainer.Chain):
             numpy.repeat(labels[:, None].astype(numpy.float32) / 10, 4, 1))
 
 
-def test_two_digit_loss_hand_computed():
+@pytest.mark.parametrize('ops', [functions, kernels])
+def test_two_digit_loss_hand_computed(ops):
     # two images, three classes, 2-D capsules with lengths 0.95, 0.2, 0.3
     # and 0.5, 0.05, 0.95 (each a multiple of a unit vector)
     v = numpy.zeros((2, 3, 2), dtype=numpy.float32)
@@ -150,7 +154,7 @@ def test_two_digit_loss_hand_computed():
     singles = numpy.zeros((2, 2, 1, 2, 2), dtype=numpy.float32)
     singles[0, 1] = 0.5                   # image 0, digit 1 (decoded: 0.1)
     singles[1, 0] = 1.0                   # image 1, digit 2 (decoded: 0.2)
-    loss = CapsNetLoss(_StubCapsNet(v), recon_weight=0.0005)
+    loss = CapsNetLoss(_StubCapsNet(v, ops), recon_weight=0.0005)
     reporter = chainer.Reporter()
     reporter.add_observer('main', loss)
     observation = {}
