@@ -5,7 +5,8 @@ Each has a plain composition of Chainer functions with the same signature in
 gradients, and ``CapsNet(fused=False)`` runs the model on those instead.
 
 - ``convolution_2d_nhwc``: PrimaryCaps' convolution through the DFT,
-  a third of the arithmetic of im2col (94% of the model's FLOPs are here).
+  a third of the arithmetic of im2col (94% of the model's FLOPs are here),
+  or, for a few images, as one GEMM over the patches.
 - ``capsule_predictions``: u_hat_{j|i} = W_ij u_i written straight into the
   routing layout, without a transpose of the 23.6M-float u_hat at batch 128.
 - ``dynamic_routing``: all iterations in one node, with the backward pass
@@ -28,6 +29,39 @@ from chainer import backend
 
 from capsnet import functions
 from capsnet.functions import EPS
+
+
+# --- weights that stay put --------------------------------------------------
+#
+# Each kernel below reads its weights in a form of its own (a spectrum, a
+# transpose). While frozen_weights() is active, _frozen holds those forms:
+# {(id(W), form): (W, the form of W)}; W is kept so that its id stays its.
+_frozen = None
+
+
+@contextlib.contextmanager
+def frozen_weights():
+    """Promise that no weight changes inside this block (an evaluation pass):
+    each kernel then makes its form of a weight once for the whole block
+    instead of once per batch. Leaving the block drops them."""
+    global _frozen
+    outer = _frozen
+    if outer is None:
+        _frozen = {}
+    try:
+        yield
+    finally:
+        _frozen = outer
+
+
+def _weight_form(W, form, make):
+    """make(W), reused inside a frozen_weights() block."""
+    if _frozen is None:
+        return make(W)
+    cached = _frozen.get((id(W), form))
+    if cached is None or cached[0] is not W:
+        cached = _frozen[id(W), form] = W, make(W)
+    return cached[1]
 
 
 # --- convolution through the discrete Fourier transform -------------------
@@ -123,25 +157,6 @@ def _complex_matmul(xp, a, b_re, b_im, conj_b):
     return p
 
 
-# While frozen_weights() is active: {id(W): (W, spectrum of W)}.
-_weight_spectra = None
-
-
-@contextlib.contextmanager
-def frozen_weights():
-    """Promise that no weight changes inside this block (an evaluation pass):
-    each spectral convolution then transforms its kernel once for the whole
-    block instead of once per batch. Leaving the block drops the cache."""
-    global _weight_spectra
-    outer = _weight_spectra
-    if outer is None:
-        _weight_spectra = {}
-    try:
-        yield
-    finally:
-        _weight_spectra = outer
-
-
 class SpectralConvolution2DNHWC(chainer.Function):
     """y = conv(x, W) + b on NHWC arrays, computed through the DFT.
 
@@ -172,16 +187,12 @@ class SpectralConvolution2DNHWC(chainer.Function):
         dft_x = xp.asarray(_dft(self.grid, self.grid, False))
         self.x_f = dft_x.dot(x_d).reshape(-1, 2 * n, s * s * c)
         del x_d
-        cached = (_weight_spectra or {}).get(id(W))
-        if cached is not None and cached[0] is W:
-            self.w_f = cached[1]
-        else:
+        def spectrum(W):                                     # (F, 2, C', O)
             w_d = _kernel_to_depth(
                 _pad_to(W, (o, self.k_pad, self.k_pad, c)), s)
             dft_w = xp.asarray(_dft(self.grid, (kd, kd), False))
-            self.w_f = dft_w.dot(w_d).reshape(-1, 2, s * s * c, o)
-            if _weight_spectra is not None:
-                _weight_spectra[id(W)] = (W, self.w_f)
+            return dft_w.dot(w_d).reshape(-1, 2, s * s * c, o)
+        self.w_f = _weight_form(W, 'spectrum', spectrum)
         # correlation: Y = X conj(W)
         y_f = _complex_matmul(xp, self.x_f, self.w_f[:, 0], self.w_f[:, 1],
                               conj_b=True)                   # (F, 2, N, O)
@@ -229,8 +240,72 @@ class SpectralConvolution2DNHWC(chainer.Function):
         return gx, xp.ascontiguousarray(gW), gy.sum(axis=(0, 1, 2))
 
 
+def _patches(x, k, s):
+    """(N, H, W, C) -> a view (N, OH, OW, K, K, C) of each output
+    position's receptive field (no copy)."""
+    n, h, w, c = x.shape
+    sn, sh, sw, sc = x.strides
+    shape = (n, (h - k) // s + 1, (w - k) // s + 1, k, k, c)
+    return backend.get_array_module(x).lib.stride_tricks.as_strided(
+        x, shape, (sn, s * sh, s * sw, sh, sw, sc))
+
+
+class DirectConvolution2DNHWC(chainer.Function):
+    """y = conv(x, W) + b on NHWC arrays as one GEMM over the patches:
+    (N*OH*OW, K*K*C) @ (K*K*C, O). It reads W (21 MB for PrimaryCaps) where
+    the spectral method reads W's spectrum (126 MB) and does three times the
+    arithmetic, so it wins for small batches. Same shapes as
+    SpectralConvolution2DNHWC; keeps the patches for the backward pass.
+    """
+
+    def __init__(self, stride):
+        self.stride = stride
+
+    def forward(self, inputs):
+        xp = backend.get_array_module(*inputs)
+        x, W, b = inputs
+        o, k = W.shape[:2]
+        patches = _patches(x, k, self.stride)
+        self.out_shape = patches.shape[:3] + (o,)
+        self.cols = patches.reshape(-1, W[0].size)       # (N*OH*OW, K*K*C)
+        # a contiguous (K*K*C, O) runs the GEMM faster than W's transpose
+        w_cols = _weight_form(W, 'columns', lambda W: xp.ascontiguousarray(
+            W.reshape(o, -1).T))
+        y = self.cols.dot(w_cols) + b
+        return y.reshape(self.out_shape),
+
+    def backward(self, inputs, grad_outputs):
+        xp = backend.get_array_module(*inputs)
+        x, W, _ = inputs
+        o, k = W.shape[:2]
+        gy = grad_outputs[0].reshape(-1, o)              # (N*OH*OW, O)
+        gW = gy.T.dot(self.cols).reshape(W.shape)
+        self.cols = None
+        # each patch's gradient goes back to the input positions it read
+        g_patches = gy.dot(W.reshape(o, -1)).reshape(
+            self.out_shape[:3] + W.shape[1:])            # (N, OH, OW, K, K, C)
+        gx = xp.zeros_like(x)
+        s, (oh, ow) = self.stride, self.out_shape[1:3]
+        for dy in range(k):
+            for dx in range(k):
+                gx[:, dy:dy + s * oh:s, dx:dx + s * ow:s] += \
+                    g_patches[:, :, :, dy, dx]
+        return gx, gW, gy.sum(axis=0)
+
+
+# Batch sizes from which the spectral method is the faster one for
+# PrimaryCaps, forward and backward with the kernel transformed each step,
+# and forward alone inside frozen_weights(), where the transform is made once
+# (bench/convolution.py; 2 cores, NumPy).
+SPECTRAL_FROM = 32
+SPECTRAL_FROM_FROZEN = 16
+
+
 def convolution_2d_nhwc(x, W, b, stride=1):
     """Convolution of NHWC ``x`` (N, H, W, C) with ``W`` (O, K, K, C)."""
+    frozen = _frozen is not None
+    if len(x) < (SPECTRAL_FROM_FROZEN if frozen else SPECTRAL_FROM):
+        return DirectConvolution2DNHWC(stride)(x, W, b)
     need_gx = isinstance(x, chainer.Variable) and x.requires_grad
     return SpectralConvolution2DNHWC(stride, need_gx)(x, W, b)
 
@@ -256,8 +331,8 @@ class CapsulePredictions(chainer.Function):
         self.u_t = xp.ascontiguousarray(u.transpose(1, 2, 0, 3))  # P,T,N,K
         u_hat = xp.empty((n, j, p, t, d), dtype=u.dtype)
         # row-major (K, D) blocks keep the many small GEMMs on BLAS
-        w_t = xp.ascontiguousarray(
-            W.reshape(-1, t, j, d, k).transpose(0, 1, 2, 4, 3))  # P,T,J,K,D
+        w_t = _weight_form(W, 'rows', lambda W: xp.ascontiguousarray(
+            W.reshape(-1, t, j, d, k).transpose(0, 1, 2, 4, 3)))  # P,T,J,K,D
         xp.matmul(self.u_t[:, :, None], w_t,
                   out=u_hat.transpose(2, 3, 1, 0, 4))           # P,T,J,N,D
         return u_hat.reshape(n, j, p * t, d),

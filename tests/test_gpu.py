@@ -80,9 +80,10 @@ def test_masked_decoder_and_reconstruction_loss(module):
 
 
 @pytest.mark.parametrize('module', [functions, kernels])
-def test_primary_convolution(module):
+@pytest.mark.parametrize('n', [1, kernels.SPECTRAL_FROM])   # direct, DFT
+def test_primary_convolution(module, n):
     rng = numpy.random.RandomState(1)
-    x = rng.randn(3, 20, 20, 16).astype(numpy.float32)
+    x = rng.randn(n, 20, 20, 16).astype(numpy.float32)
     W = rng.randn(8, 9, 9, 16).astype(numpy.float32)
     b = rng.randn(8).astype(numpy.float32)
     same_on_cpu_and_gpu(

@@ -1,6 +1,8 @@
 """The fast kernels of capsnet/kernels.py give the same values and gradients
 as the plain Chainer compositions in capsnet/functions.py, alone and inside
 the whole model."""
+import contextlib
+
 import numpy
 import pytest
 
@@ -29,13 +31,25 @@ def same_values_and_gradients(fast, plain, inputs, rtol=1e-4, atol=1e-5):
         numpy.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
+def spectral(stride):
+    def f(x, W, b):
+        need_gx = isinstance(x, chainer.Variable) and x.requires_grad
+        return kernels.SpectralConvolution2DNHWC(stride, need_gx)(x, W, b)
+    return f
+
+
+def direct(stride):
+    return kernels.DirectConvolution2DNHWC(stride)
+
+
+@pytest.mark.parametrize('method', [spectral, direct])
 @pytest.mark.parametrize('shape,stride', [
     ((3, 20, 20, 16), 2),        # PrimaryCaps' geometry, fewer channels
     ((2, 11, 11, 3), 2),         # odd size: padded before space-to-depth
     ((2, 7, 9, 2), 1),           # stride 1, not square
     ((1, 12, 12, 2), 3),
 ])
-def test_spectral_convolution(shape, stride):
+def test_convolution(method, shape, stride):
     rng = numpy.random.RandomState(0)
     x = rng.randn(*shape).astype(numpy.float32)
     W = rng.randn(4, 5, 5, shape[3]).astype(numpy.float32)
@@ -43,22 +57,35 @@ def test_spectral_convolution(shape, stride):
         W = rng.randn(4, 9, 9, shape[3]).astype(numpy.float32)
     b = rng.randn(4).astype(numpy.float32)
 
-    def fast(x, W, b):
-        return kernels.convolution_2d_nhwc(x, W, b, stride)
-
     def plain(x, W, b):
         return functions.convolution_2d_nhwc(x, W, b, stride)
 
-    same_values_and_gradients(fast, plain, (x, W, b), rtol=1e-4, atol=1e-4)
+    same_values_and_gradients(method(stride), plain, (x, W, b),
+                              rtol=1e-4, atol=1e-4)
 
 
-def test_spectral_convolution_gradient_check():
+@pytest.mark.parametrize('method', [spectral, direct])
+def test_convolution_gradient_check(method):
     rng = numpy.random.RandomState(1)
     x, W, b = rng.randn(2, 7, 7, 2), rng.randn(3, 3, 3, 2), rng.randn(3)
     x, W, b = (a.astype(numpy.float32) for a in (x, W, b))
     gradient_check.check_backward(
-        lambda *a: kernels.convolution_2d_nhwc(*a, stride=2), (x, W, b),
-        rng.randn(2, 3, 3, 3).astype(numpy.float32), atol=1e-2, rtol=1e-2)
+        method(2), (x, W, b), rng.randn(2, 3, 3, 3).astype(numpy.float32),
+        atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize('frozen,n,method', [
+    (False, kernels.SPECTRAL_FROM - 1, kernels.DirectConvolution2DNHWC),
+    (False, kernels.SPECTRAL_FROM, kernels.SpectralConvolution2DNHWC),
+    (True, kernels.SPECTRAL_FROM_FROZEN - 1, kernels.DirectConvolution2DNHWC),
+    (True, kernels.SPECTRAL_FROM_FROZEN, kernels.SpectralConvolution2DNHWC),
+])
+def test_convolution_picks_by_batch_size(frozen, n, method):
+    x = numpy.zeros((n, 5, 5, 1), dtype=numpy.float32)
+    W = numpy.zeros((2, 3, 3, 1), dtype=numpy.float32)
+    with kernels.frozen_weights() if frozen else contextlib.nullcontext():
+        y = kernels.convolution_2d_nhwc(x, W, numpy.zeros(2, numpy.float32))
+    assert isinstance(y.creator, method)
 
 
 @pytest.mark.parametrize('shared', [False, True])
@@ -134,36 +161,46 @@ def test_masked_capsules_decoder_and_reconstruction_loss():
                                   atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize('options', [{}, {'shared_weights': True,
-                                          'leaky_slope': 0.05}])
-def test_whole_model_unchanged_by_the_kernels(options):
+@pytest.mark.parametrize('options,n', [
+    ({}, 4),                                               # direct conv
+    ({'shared_weights': True, 'leaky_slope': 0.05}, kernels.SPECTRAL_FROM),
+])
+def test_whole_model_unchanged_by_the_kernels(options, n):
     """Loss and every parameter gradient, fused and plain, same weights."""
     numpy.random.seed(0)
     fast = CapsNet(fused=True, **options)
     plain = CapsNet(fused=False, **options)
     plain.copyparams(fast)
     rng = numpy.random.RandomState(0)
-    x = rng.rand(4, 1, 28, 28).astype(numpy.float32)
-    t = numpy.array([0, 3, 5, 9], dtype=numpy.int32)
+    x = rng.rand(n, 1, 28, 28).astype(numpy.float32)
+    t = numpy.arange(n, dtype=numpy.int32) * 3 % 10
     assert_same_loss_and_gradients(plain, fast, x, t)
 
 
-def test_frozen_weights_reuses_the_kernel_spectrum_only_inside_the_block():
+@pytest.mark.parametrize('kernel,x_shape,W_shape,bias', [
+    (spectral(2), (2, 11, 11, 3), (4, 5, 5, 3), True),
+    (direct(2), (2, 11, 11, 3), (4, 5, 5, 3), True),
+    (kernels.capsule_predictions, (2, 4, 2, 8), (8, 5, 6, 8), False),
+])
+def test_frozen_weights_reuse_each_weight_form_only_inside_the_block(
+        kernel, x_shape, W_shape, bias):
     rng = numpy.random.RandomState(6)
-    x = rng.randn(2, 11, 11, 3).astype(numpy.float32)
-    W = rng.randn(4, 5, 5, 3).astype(numpy.float32)
-    b = numpy.zeros(4, dtype=numpy.float32)
+    x = rng.randn(*x_shape).astype(numpy.float32)
+    W = rng.randn(*W_shape).astype(numpy.float32)
+    extra = (numpy.zeros(W_shape[0], dtype=numpy.float32),) if bias else ()
 
-    def conv(weights):
-        return kernels.convolution_2d_nhwc(x, weights, b, 2).array
+    def apply(weights):
+        return kernel(x, weights, *extra).array
 
-    expected = conv(W)
+    expected = apply(W)
     with kernels.frozen_weights():
-        numpy.testing.assert_array_equal(conv(W), expected)
-        numpy.testing.assert_array_equal(conv(W), expected)   # cached
+        numpy.testing.assert_array_equal(apply(W), expected)
+        W *= 3                           # broken promise: the form is kept
+        numpy.testing.assert_array_equal(apply(W), expected)
         other = W * 2                                         # new array
-        numpy.testing.assert_allclose(conv(other), 2 * expected, atol=1e-4)
-        assert len(kernels._weight_spectra) == 2
-    assert kernels._weight_spectra is None
-    W *= 3                                  # changed after the block
-    numpy.testing.assert_allclose(conv(W), 3 * expected, atol=1e-4)
+        numpy.testing.assert_allclose(apply(other), 6 * expected,
+                                      rtol=1e-4, atol=1e-4)
+        assert len(kernels._frozen) == 2
+    assert kernels._frozen is None
+    numpy.testing.assert_allclose(apply(W), 3 * expected, rtol=1e-4,
+                                  atol=1e-4)
