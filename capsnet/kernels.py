@@ -268,11 +268,10 @@ class DirectConvolution2DNHWC(chainer.Function):
         patches = _patches(x, k, self.stride)
         self.out_shape = patches.shape[:3] + (o,)
         self.cols = patches.reshape(-1, W[0].size)       # (N*OH*OW, K*K*C)
-        # a contiguous (K*K*C, O) runs the GEMM faster than W's transpose
-        w_cols = _weight_form(W, 'columns', lambda W: xp.ascontiguousarray(
-            W.reshape(o, -1).T))
-        y = self.cols.dot(w_cols) + b
-        return y.reshape(self.out_shape),
+        # y^T = W cols^T: with O rows, BLAS splits the GEMM evenly over its
+        # threads, which it does not for the few rows of cols W^T
+        y = W.reshape(o, -1).dot(self.cols.T).T + b
+        return xp.ascontiguousarray(y).reshape(self.out_shape),
 
     def backward(self, inputs, grad_outputs):
         xp = backend.get_array_module(*inputs)
@@ -297,8 +296,8 @@ class DirectConvolution2DNHWC(chainer.Function):
 # PrimaryCaps, forward and backward with the kernel transformed each step,
 # and forward alone inside frozen_weights(), where the transform is made once
 # (bench/convolution.py; 2 cores, NumPy).
-SPECTRAL_FROM = 32
-SPECTRAL_FROM_FROZEN = 16
+SPECTRAL_FROM = 48
+SPECTRAL_FROM_FROZEN = 12
 
 
 def convolution_2d_nhwc(x, W, b, stride=1):

@@ -179,7 +179,6 @@ def test_whole_model_unchanged_by_the_kernels(options, n):
 
 @pytest.mark.parametrize('kernel,x_shape,W_shape,bias', [
     (spectral(2), (2, 11, 11, 3), (4, 5, 5, 3), True),
-    (direct(2), (2, 11, 11, 3), (4, 5, 5, 3), True),
     (kernels.capsule_predictions, (2, 4, 2, 8), (8, 5, 6, 8), False),
 ])
 def test_frozen_weights_reuse_each_weight_form_only_inside_the_block(
