@@ -31,6 +31,11 @@ from capsnet.model import CapsNet  # noqa: E402
 from capsnet.model import CapsNetLoss  # noqa: E402
 
 
+def synchronizer(xp):
+    """A function that waits for the device to finish its queued work."""
+    return xp.cuda.Device().synchronize if xp is not numpy else lambda: None
+
+
 def timed(step, warmup, steps, sync):
     for _ in range(warmup):
         step()
@@ -60,8 +65,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     device = cli.get_device(args.gpu)
     xp = device.xp
-    sync = (xp.cuda.Device().synchronize if xp is not numpy
-            else lambda: None)
+    sync = synchronizer(xp)
     numpy.random.seed(args.seed)
     model = CapsNet(routing=args.routing)
     model.to_device(device)

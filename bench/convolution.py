@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import capsnet  # noqa: E402,F401  (patches chainer before its first import)
 import chainer  # noqa: E402
 
+from benchmark import synchronizer  # noqa: E402
 from benchmark import timed  # noqa: E402
 from capsnet import cli  # noqa: E402
 from capsnet import kernels  # noqa: E402
@@ -41,9 +42,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     device = cli.get_device(args.gpu)
-    xp = device.xp
-    sync = (xp.cuda.Device().synchronize if xp is not numpy
-            else lambda: None)
+    sync = synchronizer(device.xp)
     rng = numpy.random.RandomState(0)
     W = device.send(rng.randn(256, 9, 9, 256).astype(numpy.float32) * 0.01)
     b = device.send(numpy.zeros(256, numpy.float32))

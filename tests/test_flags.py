@@ -19,7 +19,7 @@ from conftest import TINY
 from conftest import run
 
 SCRIPTS = ['train.py', 'analyze.py', 'experiments/table1.py',
-           'bench/benchmark.py']
+           'bench/benchmark.py', 'bench/convolution.py']
 # zero, negative, not a number, infinite, huge (as a float and as an int);
 # given as --flag=VALUE, since argparse reads a lone '-inf' as a flag
 EDGES = ['0', '-1', 'nan', 'inf', '-inf', '1e30', '1' + '0' * 30]
@@ -51,6 +51,7 @@ def base_args(script, model, folder):
                                   *DATA, '--out', folder],
         'bench/benchmark.py': ['--batch', '2', '--steps', '1', '--warmup',
                                '1'],
+        'bench/convolution.py': ['--batches', '1', '--steps', '1'],
     }[script]
 
 
