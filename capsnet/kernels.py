@@ -440,7 +440,7 @@ def dynamic_routing(u_hat, iterations, eps=EPS):
 # Chainer runs each function of a composition as its own node, with its own
 # Python overhead and, in the backward pass, more functions (a Linear's
 # backward alone calls two). The chains below are one node each, with the
-# backward pass written out: a training step makes 36 function calls instead
+# backward pass written out: a training step makes 38 function calls instead
 # of 155, which is what counts at small batches and on a GPU.
 
 class Squash(chainer.Function):
