@@ -35,7 +35,8 @@ from capsnet.functions import EPS
 #
 # Each kernel below reads its weights in a form of its own (a spectrum, a
 # transpose). While frozen_weights() is active, _frozen holds those forms:
-# {(id(W), form): (W, the form of W)}; W is kept so that its id stays its.
+# {(id(W), form): (W, the form of W)}; holding W keeps another array from
+# taking its id.
 _frozen = None
 
 
@@ -187,6 +188,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
         dft_x = xp.asarray(_dft(self.grid, self.grid, False))
         self.x_f = dft_x.dot(x_d).reshape(-1, 2 * n, s * s * c)
         del x_d
+
         def spectrum(W):                                     # (F, 2, C', O)
             w_d = _kernel_to_depth(
                 _pad_to(W, (o, self.k_pad, self.k_pad, c)), s)
@@ -251,11 +253,14 @@ def _patches(x, k, s):
 
 
 class DirectConvolution2DNHWC(chainer.Function):
-    """y = conv(x, W) + b on NHWC arrays as one GEMM over the patches:
-    (N*OH*OW, K*K*C) @ (K*K*C, O). It reads W (21 MB for PrimaryCaps) where
-    the spectral method reads W's spectrum (126 MB) and does three times the
-    arithmetic, so it wins for small batches. Same shapes as
-    SpectralConvolution2DNHWC; keeps the patches for the backward pass.
+    """y = conv(x, W) + b on NHWC arrays as one GEMM over the patches.
+
+    x (N, H, W, C), W (O, K, K, C), b (O,) -> y (N, OH, OW, O), as
+    SpectralConvolution2DNHWC. The patches form cols (N*OH*OW, K*K*C), and
+    y^T = W (O, K*K*C) @ cols^T. It reads W (21 MB for PrimaryCaps) where
+    the spectral method reads W's spectrum (126 MB), at three times the
+    arithmetic, so it wins for small batches. Keeps cols for the backward
+    pass.
     """
 
     def __init__(self, stride):

@@ -25,6 +25,13 @@ def test_saved_model_is_the_papers_architecture():
     assert os.path.getsize(os.path.join(SAVED, 'model.npz')) < 35e6
 
 
+def test_saved_model_options_name_no_path_of_the_training_machine():
+    with open(os.path.join(SAVED, 'options.json')) as f:
+        train = json.load(f)['train']
+    for key in ('save', 'data_dir', 'resume'):
+        assert train[key] is None or not os.path.isabs(train[key]), key
+
+
 def test_saved_model_accuracy_on_the_fixture():
     model = checkpoint.load_model(checkpoint.model_path(SAVED))
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
