@@ -179,7 +179,14 @@ def load_snapshot(path, trainer):
 
 class AtomicPlotReport(extensions.PlotReport):
     """PlotReport that draws to a temporary name and then renames, so a
-    killed run never leaves a half-written PNG."""
+    killed run never leaves a half-written PNG, and that resumes exactly.
+
+    Chainer's PlotReport snapshots its points but neither its trigger nor
+    the epoch's running means: a resumed run plotted an extra point at its
+    first iteration, and the epoch's point then averaged only the
+    iterations after the resume. Both are kept here, as LogReport keeps
+    them.
+    """
 
     def __init__(self, y_keys, file_name, **kwargs):
         root, ext = os.path.splitext(file_name)
@@ -191,6 +198,11 @@ class AtomicPlotReport(extensions.PlotReport):
         partial = os.path.join(trainer.out, self._file_name)
         if os.path.exists(partial):
             os.replace(partial, os.path.join(trainer.out, self._final_name))
+
+    def serialize(self, serializer):
+        super().serialize(serializer)
+        self._trigger.serialize(serializer['_trigger'])
+        self._summary.serialize(serializer['_summary'])
 
 
 class RandomStates(chainer.training.Extension):

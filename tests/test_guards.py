@@ -1,5 +1,6 @@
 """A training run meets the world: a second writer, Ctrl-C and SIGTERM, a
 NaN, a full disk, damaged or hostile files in its folder."""
+import json
 import os
 import shutil
 import signal
@@ -65,6 +66,14 @@ def resumable(one_epoch, tmp_path):
     return out
 
 
+def plotted(snapshot):
+    """{plot: {key: [(iteration, value), ...]}} of the PlotReports in a
+    snapshot: the points its PNGs are drawn from."""
+    with numpy.load(snapshot) as npz:
+        return {k: json.loads(str(npz[k])) for k in npz.files
+                if '/_plot_' in k}
+
+
 def one_line(result, status):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == status, result.stderr[-3000:]
@@ -86,6 +95,9 @@ def test_a_signal_snapshots_its_iteration_and_the_run_resumes_exactly(
     assert '(iteration {})'.format(iteration) in result.stdout
     assert_same_training_state(uninterrupted / 'snapshot_iter_8',
                                resumable / 'snapshot_iter_8')
+    # the plots too: one point an epoch, each the mean of the whole epoch
+    want = plotted(uninterrupted / 'snapshot_iter_8')
+    assert len(want) == 2 and plotted(resumable / 'snapshot_iter_8') == want
 
 
 def test_a_run_stopped_before_its_first_validation_resumes(tmp_path):
