@@ -74,6 +74,13 @@ def plotted(snapshot):
                 if '/_plot_' in k}
 
 
+def logged(folder):
+    """The log's entries, without their wall-clock times."""
+    with open(folder / 'log') as f:
+        return [{k: v for k, v in entry.items() if k != 'elapsed_time'}
+                for entry in json.load(f)]
+
+
 def one_line(result, status):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == status, result.stderr[-3000:]
@@ -95,9 +102,10 @@ def test_a_signal_snapshots_its_iteration_and_the_run_resumes_exactly(
     assert '(iteration {})'.format(iteration) in result.stdout
     assert_same_training_state(uninterrupted / 'snapshot_iter_8',
                                resumable / 'snapshot_iter_8')
-    # the plots too: one point an epoch, each the mean of the whole epoch
+    # the plots and the log too: one point an epoch, the mean of all of it
     want = plotted(uninterrupted / 'snapshot_iter_8')
     assert len(want) == 2 and plotted(resumable / 'snapshot_iter_8') == want
+    assert logged(resumable) == logged(uninterrupted)
 
 
 def test_a_run_stopped_before_its_first_validation_resumes(tmp_path):
