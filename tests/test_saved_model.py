@@ -37,5 +37,6 @@ def test_saved_model_accuracy_on_the_fixture():
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
     accuracy = analysis.accuracy(model, images, labels,
                                  chainer.get_device('@numpy'))
-    # the first 500 MNIST test images; the full test set is in README.md
-    assert accuracy >= 0.98, accuracy
+    # the first 500 MNIST test images, of which the shipped model gets 495
+    # right; the full test set is in README.md
+    assert accuracy >= 0.99, accuracy
