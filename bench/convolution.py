@@ -3,7 +3,7 @@
 spectral (through the DFT), forward and backward, per batch size: where
 kernels.SPECTRAL_FROM should sit on this machine. One markdown table.
 
-    python bench/convolution.py --batches 1 2 4 8 16 [-g 0]
+    python bench/convolution.py [--batches 1 4 8 ...] [-g 0]
 
 Forward runs inside kernels.frozen_weights(), as evaluation does; a
 training step is forward plus backward with fresh weights.
@@ -25,7 +25,7 @@ from capsnet import cli  # noqa: E402
 from capsnet import kernels  # noqa: E402
 
 METHODS = {
-    'direct': lambda: kernels.DirectConvolution2DNHWC(2),
+    'direct': lambda: kernels.DirectConvolution2DNHWC(2, True),
     'spectral': lambda: kernels.SpectralConvolution2DNHWC(2, True),
 }
 
@@ -33,7 +33,7 @@ METHODS = {
 def build_parser():
     p = cli.ArgumentParser(description=__doc__)
     p.add_argument('--batches', type=cli.BATCH, nargs='+',
-                   default=[1, 2, 4, 6, 8, 12, 16, 32])
+                   default=[1, 4, 8, 12, 16, 32, 40, 48, 64])
     p.add_argument('--steps', type=cli.integer(1, 10000), default=10)
     p.add_argument('-g', '--gpu', type=cli.GPU, default=-1)
     return p
@@ -53,19 +53,19 @@ def main(argv=None):
     for n in args.batches:
         x = device.send(rng.rand(n, 20, 20, 256).astype(numpy.float32))
         gy = device.send(rng.randn(n, 6, 6, 256).astype(numpy.float32))
-        medians = {}
+        times = {}
         for name, make in METHODS.items():
             with kernels.frozen_weights():
-                medians[name, 'forward'] = timed(
+                times[name, 'forward'] = timed(
                     lambda: make().forward((x, W, b)), 2, args.steps, sync)
 
             def step():
                 f = make()
                 f.forward((x, W, b))
                 f.backward((x, W, b), (gy,))
-            medians[name, 'train'] = timed(step, 2, args.steps, sync)
+            times[name, 'train'] = timed(step, 2, args.steps, sync)
         print('| {} | '.format(n) + ' | '.join(
-            '{:.2f}'.format(1e3 * statistics.median(medians[m, phase]))
+            '{:.2f}'.format(1e3 * statistics.median(times[m, phase]))
             for phase in ('forward', 'train') for m in METHODS) + ' |')
 
 

@@ -263,8 +263,9 @@ class DirectConvolution2DNHWC(chainer.Function):
     pass.
     """
 
-    def __init__(self, stride):
+    def __init__(self, stride, need_gx):
         self.stride = stride
+        self.need_gx = need_gx
 
     def forward(self, inputs):
         xp = backend.get_array_module(*inputs)
@@ -285,15 +286,17 @@ class DirectConvolution2DNHWC(chainer.Function):
         gy = grad_outputs[0].reshape(-1, o)              # (N*OH*OW, O)
         gW = gy.T.dot(self.cols).reshape(W.shape)
         self.cols = None
-        # each patch's gradient goes back to the input positions it read
-        g_patches = gy.dot(W.reshape(o, -1)).reshape(
-            self.out_shape[:3] + W.shape[1:])            # (N, OH, OW, K, K, C)
-        gx = xp.zeros_like(x)
-        s, (oh, ow) = self.stride, self.out_shape[1:3]
-        for dy in range(k):
-            for dx in range(k):
-                gx[:, dy:dy + s * oh:s, dx:dx + s * ow:s] += \
-                    g_patches[:, :, :, dy, dx]
+        gx = None
+        if self.need_gx:
+            # each patch's gradient goes back to the input positions it read
+            g_patches = gy.dot(W.reshape(o, -1)).reshape(
+                self.out_shape[:3] + W.shape[1:])        # (N, OH, OW, K, K, C)
+            gx = xp.zeros_like(x)
+            s, (oh, ow) = self.stride, self.out_shape[1:3]
+            for dy in range(k):
+                for dx in range(k):
+                    gx[:, dy:dy + s * oh:s, dx:dx + s * ow:s] += \
+                        g_patches[:, :, :, dy, dx]
         return gx, gW, gy.sum(axis=0)
 
 
@@ -307,11 +310,12 @@ SPECTRAL_FROM_FROZEN = 12
 
 def convolution_2d_nhwc(x, W, b, stride=1):
     """Convolution of NHWC ``x`` (N, H, W, C) with ``W`` (O, K, K, C)."""
-    frozen = _frozen is not None
-    if len(x) < (SPECTRAL_FROM_FROZEN if frozen else SPECTRAL_FROM):
-        return DirectConvolution2DNHWC(stride)(x, W, b)
     need_gx = isinstance(x, chainer.Variable) and x.requires_grad
-    return SpectralConvolution2DNHWC(stride, need_gx)(x, W, b)
+    frozen = _frozen is not None
+    method = (DirectConvolution2DNHWC if len(x) < (
+        SPECTRAL_FROM_FROZEN if frozen else SPECTRAL_FROM)
+        else SpectralConvolution2DNHWC)
+    return method(stride, need_gx)(x, W, b)
 
 
 # --- capsule predictions ---------------------------------------------------

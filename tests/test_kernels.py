@@ -31,15 +31,18 @@ def same_values_and_gradients(fast, plain, inputs, rtol=1e-4, atol=1e-5):
         numpy.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
-def spectral(stride):
-    def f(x, W, b):
-        need_gx = isinstance(x, chainer.Variable) and x.requires_grad
-        return kernels.SpectralConvolution2DNHWC(stride, need_gx)(x, W, b)
-    return f
+def only(kernel):
+    """A convolution through ``kernel`` alone, whatever the batch size."""
+    def convolution(stride):
+        def f(x, W, b):
+            need_gx = isinstance(x, chainer.Variable) and x.requires_grad
+            return kernel(stride, need_gx)(x, W, b)
+        return f
+    return convolution
 
 
-def direct(stride):
-    return kernels.DirectConvolution2DNHWC(stride)
+spectral = only(kernels.SpectralConvolution2DNHWC)
+direct = only(kernels.DirectConvolution2DNHWC)
 
 
 @pytest.mark.parametrize('method', [spectral, direct])
