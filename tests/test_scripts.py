@@ -68,6 +68,12 @@ def test_analyze_evaluate_prints_one_json_line(trained):
     assert report['n'] == 100 and 0 <= report['accuracy'] <= 1
     assert report['error_percent'] == pytest.approx(
         100 * (1 - report['accuracy']), abs=1e-3)
+    # the log's test accuracy of the saved (best-by-validation) epoch is the
+    # same count, though its last batch holds 4 of the 100 images, not 16
+    log = json.loads((trained / 'log').read_text())
+    best = max(log, key=lambda e: e['validation/main/accuracy'])
+    assert best['test/main/accuracy'] == pytest.approx(report['accuracy'],
+                                                       abs=1e-6)
 
 
 def test_variants_train_and_analyze(tmp_path):
