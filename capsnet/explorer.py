@@ -19,6 +19,7 @@ import http.server
 import json
 import os
 import re
+import signal
 
 import numpy
 
@@ -180,6 +181,9 @@ def serve(model, device, data, port):
     except OSError as e:
         raise UserError('cannot serve on port {}: {}'.format(
             port, e.strerror or e))
+    # Ctrl-C stops it, also where SIGINT came ignored (a shell's background
+    # job), which leaves Python without its KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print('serving the explorer at http://127.0.0.1:{}/ (Ctrl-C stops '
           'it)'.format(server.server_address[1]), flush=True)
     try:
