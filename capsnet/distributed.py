@@ -9,7 +9,11 @@ the training split with its own generators; ChainerMN's optimizer averages
 the gradients, its evaluator averages validation and test over the
 processes, and every process snapshots its own state (``.RANK`` files).
 """
+import fcntl
+import struct
 import sys
+import termios
+import time
 
 from capsnet import checkpoint
 from capsnet.errors import UserError
@@ -159,5 +163,24 @@ def abort_others(status):
     mpi = sys.modules.get('mpi4py.MPI')
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized() \
             and mpi.COMM_WORLD.Get_size() > 1:
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            _wait_until_read(stream)
         mpi.COMM_WORLD.Abort(status)
+
+
+def _wait_until_read(stream, timeout=2.0):
+    """Wait (at most ``timeout`` seconds) until the reader of ``stream``'s
+    pipe has read all it holds. mpiexec forwards each process's output from
+    such a pipe, and after an MPI_Abort it can drop what it has not read
+    yet: about 1 run in 100 lost the error line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:                    # bytes still in the pipe (0 if not a pipe)
+            unread, = struct.unpack('i', fcntl.ioctl(
+                stream.fileno(), termios.FIONREAD, b'\0' * 4))
+        except (OSError, ValueError):     # a file, a terminal, closed
+            return
+        if not unread:
+            return
+        time.sleep(0.01)

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy
 import pytest
@@ -115,7 +117,8 @@ def test_one_failing_process_ends_the_job(tmp_path):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines()
               if line.startswith('error: ')]
-    assert errors and 'No space left on device' in errors[0]
+    assert errors and 'No space left on device' in errors[0], \
+        result.stderr[-3000:]
     assert 'Traceback' not in result.stderr
 
 
@@ -128,3 +131,23 @@ def test_table1_trains_its_runs_over_processes(tmp_path):
     options = json.loads((tmp_path / 'runs' / 'r1' / 'seed0' /
                           'options.json').read_text())
     assert options['train']['communicator'] == 'naive'
+
+
+def test_an_aborting_process_waits_until_its_output_is_read():
+    """mpiexec can drop the output it has not read when a process aborts:
+    the error line waits in the pipe until it is read."""
+    from capsnet.distributed import _wait_until_read
+    read_fd, write_fd = os.pipe()
+    read = []
+    with os.fdopen(read_fd, 'rb') as reader, \
+            os.fdopen(write_fd, 'w') as writer:
+        writer.write('error: a full disk\n')
+        writer.flush()
+        late_reader = threading.Timer(0.3, lambda: read.append(
+            reader.read1(100)))
+        start = time.monotonic()
+        late_reader.start()
+        _wait_until_read(writer)
+        assert time.monotonic() - start >= 0.3
+        late_reader.join()
+        assert read == [b'error: a full disk\n']
