@@ -68,9 +68,9 @@ class MPIProcesses(SingleProcess):
             raise UserError('--communicator {} needs GPUs (-g 0); on the CPU '
                             'use naive'.format(name))
         import chainermn                  # imports mpi4py and starts MPI
-        from chainermn import global_except_hook
-        # a crash on one process (a traceback) aborts them all, not a hang
-        global_except_hook.add_hook()
+        # a crash on one process (a traceback) aborts them all, not a hang;
+        # ChainerMN's global_except_hook would too, but can lose the traceback
+        sys.excepthook = _aborting(sys.excepthook)
         self.comm = chainermn.create_communicator(name)
         self.rank, self.size = self.comm.rank, self.comm.size
         self.is_root = self.rank == 0
@@ -167,6 +167,14 @@ def abort_others(status):
             stream.flush()
             _wait_until_read(stream)
         mpi.COMM_WORLD.Abort(status)
+
+
+def _aborting(excepthook):
+    """``excepthook`` (which prints the traceback), then abort_others."""
+    def hook(*exc_info):
+        excepthook(*exc_info)
+        abort_others(1)
+    return hook
 
 
 def _wait_until_read(stream, timeout=2.0):

@@ -7,6 +7,8 @@
         the training batch of that iteration (1-based) is all NaN
     python tests/faults.py signal NAME ITERATION SCRIPT [ARGS...]
         the process sends itself SIGNAME while it runs that iteration
+    python tests/faults.py bug ITERATION RANK SCRIPT [ARGS...]
+        the MPI process RANK raises a RuntimeError (a bug) at that iteration
 
 The script then runs as ``python SCRIPT ARGS...`` would run it.
 """
@@ -78,6 +80,14 @@ def nan_batch(updater):
     convert._call_converter = poisoned
 
 
+def bug_on(rank):
+    def raise_(updater):
+        from mpi4py import MPI
+        if MPI.COMM_WORLD.rank == rank:
+            raise RuntimeError('an injected bug')
+    return raise_
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == 'enospc':
@@ -88,6 +98,8 @@ def main():
         sig = signal.Signals['SIG' + args.pop(0)]
         at_iteration(int(args.pop(0)),
                      lambda updater: os.kill(os.getpid(), sig))
+    elif mode == 'bug':
+        at_iteration(int(args.pop(0)), bug_on(int(args.pop(0))))
     else:
         sys.exit('unknown fault {}'.format(mode))
     sys.argv = args

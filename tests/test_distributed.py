@@ -122,6 +122,13 @@ def test_one_failing_process_ends_the_job(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+def test_a_bug_on_one_process_ends_the_job_with_its_traceback(tmp_path):
+    result = train(2, tmp_path / 'bug', 'bug', '3', '1', epochs=1000)
+    assert result.returncode != 0
+    assert 'RuntimeError: an injected bug' in result.stderr, \
+        result.stderr[-3000:]
+
+
 def test_table1_trains_its_runs_over_processes(tmp_path):
     result = run('experiments/table1.py', '--epochs', '1', '--seeds', '0',
                  '--rows', 'r1', '--train-size', '32', '-b', '8',
