@@ -184,10 +184,10 @@ def _wait_until_read(stream, timeout=2.0):
     yet: about 1 run in 100 lost the error line."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:                    # bytes still in the pipe (0 if not a pipe)
+        try:                    # bytes not yet read (a file at its end: 0)
             unread, = struct.unpack('i', fcntl.ioctl(
                 stream.fileno(), termios.FIONREAD, b'\0' * 4))
-        except (OSError, ValueError):     # a file, a terminal, closed
+        except (OSError, ValueError):     # closed, or no FIONREAD
             return
         if not unread:
             return
