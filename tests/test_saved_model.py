@@ -37,6 +37,6 @@ def test_saved_model_accuracy_on_the_fixture():
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
     accuracy = analysis.accuracy(model, images, labels,
                                  chainer.get_device('@numpy'))
-    # the first 500 MNIST test images, of which the shipped model gets 495
+    # the first 500 MNIST test images, of which the shipped model gets 498
     # right; the full test set is in README.md
-    assert accuracy >= 0.99, accuracy
+    assert round(accuracy * 500) >= 498, accuracy
