@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""Training and evaluation speed of this CapsNet, one JSON line.
+"""Training and evaluation speed of this CapsNet (or of the paper's baseline
+CNN, --model baseline), one JSON line.
 
-Same protocol as the PyTorch reference (../shared/bench/torch_capsnet.py):
-random MNIST-shaped data; a training step is forward, backward and an Adam
-update; evaluation is a forward pass without backprop (test-mode masking).
+Same protocol as the PyTorch references (../shared/bench/torch_capsnet.py,
+torch_baseline.py): random MNIST-shaped data; a training step is forward,
+backward and an Adam update; evaluation is a forward pass without backprop
+(test-mode masking, no dropout).
 The evaluation steps run as train.py's Evaluator and analyze.py run theirs,
 inside one kernels.frozen_weights() block: PrimaryCaps' kernel spectrum is
 computed once for the pass, not once per batch (--per-batch-weights turns
 that off).
 
     python bench/benchmark.py --batch 128 --steps 5 --warmup 2 [-g 0]
+    python bench/benchmark.py --model baseline --batch 32 --steps 3 --warmup 1
 """
 import contextlib
 import json
@@ -24,10 +27,11 @@ import numpy
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import capsnet  # noqa: E402  (patches chainer before its first import)
 import chainer  # noqa: E402
+import chainer.links as L  # noqa: E402
 
 from capsnet import cli  # noqa: E402
 from capsnet import kernels  # noqa: E402
-from capsnet.model import CapsNet  # noqa: E402
+from capsnet.model import ARCHITECTURES  # noqa: E402
 from capsnet.model import CapsNetLoss  # noqa: E402
 
 
@@ -50,6 +54,7 @@ def timed(step, warmup, steps, sync):
 
 def build_parser():
     p = cli.ArgumentParser(description=__doc__)
+    p.add_argument('--model', default='capsnet', choices=list(ARCHITECTURES))
     p.add_argument('--batch', type=cli.BATCH, default=128)
     p.add_argument('--steps', type=cli.integer(1, 10000), default=5)
     p.add_argument('--warmup', type=cli.integer(0, 1000), default=2)
@@ -67,9 +72,13 @@ def main(argv=None):
     xp = device.xp
     sync = synchronizer(xp)
     numpy.random.seed(args.seed)
-    model = CapsNet(routing=args.routing)
+    if args.model == 'baseline':
+        model = ARCHITECTURES['baseline']()
+        loss = L.Classifier(model)
+    else:
+        model = ARCHITECTURES['capsnet'](routing=args.routing)
+        loss = CapsNetLoss(model)
     model.to_device(device)
-    loss = CapsNetLoss(model)
     optimizer = chainer.optimizers.Adam(alpha=1e-3)
     optimizer.setup(loss)
     rng = numpy.random.RandomState(args.seed)
@@ -88,9 +97,11 @@ def main(argv=None):
     with frozen:
         eval_times = timed(eval_step, args.warmup, args.steps, sync)
     print(json.dumps({
-        'impl': 'capsnet (chainer {}, {})'.format(
-            chainer.__version__, 'cupy' if xp is not numpy else 'numpy'),
-        'batch': args.batch, 'routing': args.routing,
+        'impl': '{} (chainer {}, {})'.format(
+            args.model, chainer.__version__,
+            'cupy' if xp is not numpy else 'numpy'),
+        'batch': args.batch,
+        'routing': args.routing if args.model == 'capsnet' else None,
         'frozen_weights_in_eval': not args.per_batch_weights,
         'warmup': args.warmup, 'steps': args.steps,
         'params': int(sum(p.size for p in model.params())),

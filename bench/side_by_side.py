@@ -4,6 +4,9 @@ print the medians and their ratio as a markdown table.
 
     python bench/side_by_side.py --pairs 3 \\
         --reference "/tmp/torchref/bin/python ../shared/bench/torch_capsnet.py"
+    python bench/side_by_side.py --model baseline --batch 32 --steps 3 \\
+        --warmup 1 --reference "/tmp/torchref/bin/python \\
+        ../shared/bench/torch_baseline.py"
 
 Both commands get the same --batch/--steps/--warmup and print one JSON line
 with train_img_s, eval_img_s and max_rss_mib. The machines here are shared
@@ -30,6 +33,8 @@ def main():
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--reference', required=True,
                    help='command line of the reference benchmark')
+    p.add_argument('--model', default='capsnet',
+                   help="this project's model: capsnet or baseline")
     p.add_argument('--pairs', type=int, default=3)
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--steps', type=int, default=5)
@@ -42,7 +47,7 @@ def main():
               '--warmup', str(args.warmup)]
     ours = [sys.executable,
             os.path.join(os.path.dirname(__file__), 'benchmark.py'), *common,
-            '-g', str(args.gpu)]
+            '-g', str(args.gpu), '--model', args.model]
     reference = shlex.split(args.reference) + common
     results = {'capsnet': [], 'reference': []}
     for _ in range(args.pairs):

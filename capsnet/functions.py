@@ -3,7 +3,7 @@
 The readable reference versions of everything ``capsnet/kernels.py``
 implements fast with the same signatures: squash, length, the two losses,
 the masked decoder input and the decoder, convolution_2d_nhwc,
-capsule_predictions and dynamic_routing.
+convolution_2d, capsule_predictions and dynamic_routing.
 
 Axis names: N batch, P grid positions, T capsule types, I = P*T child
 capsules, J parent capsules, K child dimensions, D parent dimensions.
@@ -36,6 +36,12 @@ def convolution_2d_nhwc(x, W, b, stride=1):
     y = F.convolution_2d(F.transpose(x, (0, 3, 1, 2)),
                          F.transpose(W, (0, 3, 1, 2)), b, stride=stride)
     return F.transpose(y, (0, 2, 3, 1))
+
+
+def convolution_2d(x, W, b, pad=0):
+    """Stride-1 convolution: x (N, C, H, W), W (O, C, K, K), b (O,) ->
+    (N, O, H + 2 pad - K + 1, W + 2 pad - K + 1)."""
+    return F.convolution_2d(x, W, b, pad=pad)
 
 
 def capsule_predictions(u, W):

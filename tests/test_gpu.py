@@ -128,9 +128,19 @@ def test_evaluation_with_frozen_weights():
     numpy.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_fourier_convolution():
+    rng = numpy.random.RandomState(5)
+    x = rng.randn(2, 3, 28, 28).astype(numpy.float32)
+    W = rng.randn(4, 3, 5, 5).astype(numpy.float32)
+    b = rng.randn(4).astype(numpy.float32)
+    same_on_cpu_and_gpu(lambda x, W, b: kernels.convolution_2d(x, W, b, 2),
+                        (x, W, b))
+
+
 def test_baseline_runs():
     model = BaselineCNN()
     model.to_device('@cupy:0')
     x = model.device.send(numpy.zeros((2, 1, 28, 28), dtype=numpy.float32))
     with chainer.using_config('train', False):
-        assert model.predict(x).shape == (2, 10)
+        y = model.predict(x)
+    assert y.shape == (2, 10) and isinstance(y.array, cuda.cupy.ndarray)

@@ -11,6 +11,7 @@ from chainer import gradient_check
 
 from capsnet import functions
 from capsnet import kernels
+from capsnet.model import BaselineCNN
 from capsnet.model import CapsNet
 from conftest import assert_same_loss_and_gradients
 
@@ -89,6 +90,63 @@ def test_convolution_picks_by_batch_size(frozen, n, method):
     with kernels.frozen_weights() if frozen else contextlib.nullcontext():
         y = kernels.convolution_2d_nhwc(x, W, numpy.zeros(2, numpy.float32))
     assert isinstance(y.creator, method)
+
+
+@pytest.mark.parametrize('x_shape,k,pad', [
+    ((2, 3, 28, 28), 5, 2),      # the baseline CNN's geometry, few channels
+    ((3, 1, 8, 8), 5, 2),        # one input channel, as its first layer
+    ((2, 2, 7, 9), 3, 0),        # no padding, not square
+    ((1, 2, 6, 5), 3, 4),        # padding wider than the kernel
+])
+def test_fourier_convolution(x_shape, k, pad):
+    rng = numpy.random.RandomState(11)
+    x = rng.randn(*x_shape).astype(numpy.float32)
+    W = rng.randn(4, x_shape[1], k, k).astype(numpy.float32)
+    b = rng.randn(4).astype(numpy.float32)
+    same_values_and_gradients(
+        lambda x, W, b: kernels.convolution_2d(x, W, b, pad),
+        lambda x, W, b: functions.convolution_2d(x, W, b, pad), (x, W, b),
+        rtol=1e-4, atol=1e-4)
+
+
+def test_fourier_convolution_gradient_check():
+    rng = numpy.random.RandomState(12)
+    x, W, b = rng.randn(2, 2, 6, 6), rng.randn(3, 2, 3, 3), rng.randn(3)
+    gradient_check.check_backward(
+        lambda x, W, b: kernels.convolution_2d(x, W, b, 1), (x, W, b),
+        rng.randn(2, 3, 6, 6), atol=1e-5, rtol=1e-4)
+
+
+def test_fourier_convolution_of_an_input_without_gradient():
+    """The first layer's input needs no gradient: none is computed."""
+    rng = numpy.random.RandomState(13)
+    W = chainer.Variable(rng.randn(2, 1, 3, 3).astype(numpy.float32))
+    y = kernels.convolution_2d(rng.randn(1, 1, 5, 5).astype(numpy.float32),
+                               W, numpy.zeros(2, numpy.float32), 1)
+    assert not y.creator.need_gx
+    chainer.functions.sum(y).backward()
+    assert W.grad is not None
+
+
+def test_baseline_unchanged_by_the_kernels():
+    numpy.random.seed(0)
+    fast, plain = BaselineCNN(fused=True), BaselineCNN(fused=False)
+    plain.copyparams(fast)
+    x = numpy.random.RandomState(1).rand(3, 1, 28, 28).astype(numpy.float32)
+    t = numpy.array([1, 7, 3], dtype=numpy.int32)
+    grads = []
+    for model in (plain, fast):
+        model.cleargrads()
+        with chainer.using_config('train', False):     # no dropout
+            loss = chainer.functions.softmax_cross_entropy(model(x), t)
+        loss.backward()
+        grads.append((float(loss.array),
+                      {name: p.grad for name, p in model.namedparams()}))
+    assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-5)
+    for name, want in grads[0][1].items():
+        numpy.testing.assert_allclose(grads[1][1][name], want, rtol=1e-3,
+                                      atol=1e-4 * numpy.abs(want).max(),
+                                      err_msg=name)
 
 
 @pytest.mark.parametrize('shared', [False, True])
@@ -183,6 +241,8 @@ def test_whole_model_unchanged_by_the_kernels(options, n):
 @pytest.mark.parametrize('kernel,x_shape,W_shape,bias', [
     (spectral(2), (2, 11, 11, 3), (4, 5, 5, 3), True),
     (kernels.capsule_predictions, (2, 4, 2, 8), (8, 5, 6, 8), False),
+    (lambda x, W, b: kernels.convolution_2d(x, W, b, 2), (2, 3, 9, 9),
+     (4, 3, 5, 5), True),
 ])
 def test_frozen_weights_reuse_each_weight_form_only_inside_the_block(
         kernel, x_shape, W_shape, bias):
