@@ -13,6 +13,7 @@ snapshots the current iteration first. With --communicator, the processes of
 mpiexec train one model data-parallel (ChainerMN).
 """
 import argparse
+import functools
 import os
 import sys
 
@@ -198,8 +199,11 @@ def main(argv=None):
                 name=name)
     trainer.extend(extensions.ExponentialShift('alpha', args.lr_decay),
                    trigger=(1, 'epoch'))
+    # uncompressed: zlib took 2.75 s for the 99 MB of a CapsNet snapshot
     trainer.extend(cluster.snapshot(extensions.snapshot(
-        filename=checkpoint.SNAPSHOT_FORMAT, n_retains=2)),
+        filename=checkpoint.SNAPSHOT_FORMAT, n_retains=2,
+        savefun=functools.partial(chainer.serializers.save_npz,
+                                  compression=False))),
         trigger=snapshot_trigger(args.snapshot_interval, stop))
     if cluster.is_root:         # one writer of the model, log and plots
         checkpoint.write_json(os.path.join(out, 'options.json'),

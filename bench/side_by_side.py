@@ -33,8 +33,8 @@ def main():
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--reference', required=True,
                    help='command line of the reference benchmark')
-    p.add_argument('--model', default='capsnet',
-                   help="this project's model: capsnet or baseline")
+    p.add_argument('--model', default='capsnet', choices=['capsnet', 'baseline'],
+                   help="this project's model")
     p.add_argument('--pairs', type=int, default=3)
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--steps', type=int, default=5)
@@ -49,9 +49,9 @@ def main():
             os.path.join(os.path.dirname(__file__), 'benchmark.py'), *common,
             '-g', str(args.gpu), '--model', args.model]
     reference = shlex.split(args.reference) + common
-    results = {'capsnet': [], 'reference': []}
+    results = {args.model: [], 'reference': []}
     for _ in range(args.pairs):
-        results['capsnet'].append(run(ours))
+        results[args.model].append(run(ours))
         results['reference'].append(run(reference))
     medians = {name: {k: statistics.median(r[k] for r in runs) for k in KEYS}
                for name, runs in results.items()}
@@ -61,7 +61,8 @@ def main():
         m = medians[name]
         print('| {} | {:.1f} | {:.1f} | {:.0f} |'.format(
             name, *(m[k] for k in KEYS)))
-    ratio = {k: medians['capsnet'][k] / medians['reference'][k] for k in KEYS}
+    ratio = {k: medians[args.model][k] / medians['reference'][k]
+             for k in KEYS}
     print('| ratio | {:.2f}x | {:.2f}x | {:.2f}x |'.format(
         *(ratio[k] for k in KEYS)))
     print(json.dumps({'pairs': args.pairs, 'runs': results}))
