@@ -1,0 +1,56 @@
+"""Adam's step size follows the official code's formula, step by step and
+across a resume."""
+import numpy
+import pytest
+
+import chainer
+import chainer.links as L
+from chainer import training
+
+from capsnet import schedule
+
+
+def test_step_size_is_the_official_formula():
+    # TensorFlow's exponential_decay(0.001, step, 2000, 0.96), continuous
+    assert schedule.step_size(0, 1e-3, 0.96, 2000) == 1e-3
+    assert schedule.step_size(2000, 1e-3, 0.96, 2000) == pytest.approx(9.6e-4)
+    assert schedule.step_size(1000, 1e-3, 0.96, 2000) == pytest.approx(
+        1e-3 * 0.96 ** 0.5)
+    assert schedule.step_size(6000, 1e-3, 0.96, 2000) == pytest.approx(
+        1e-3 * 0.884736)
+    # ... under tf.maximum(lr, 1e-6)
+    assert schedule.step_size(20, 1e-3, 0.5, 1, 1e-6) == 1e-6
+
+
+def run(iterations, snapshot=None, resume=None):
+    """A tiny Trainer with ContinuousDecay; the alpha of each update."""
+    numpy.random.seed(0)
+    model = L.Classifier(L.Linear(3, 2))
+    optimizer = chainer.optimizers.Adam(alpha=1e-3)
+    optimizer.setup(model)
+    seen = []
+
+    def loss(x, t):
+        seen.append(optimizer.alpha)      # what this update will use
+        return model(x, t)
+    data = chainer.datasets.TupleDataset(
+        numpy.ones((8, 3), numpy.float32), numpy.zeros(8, numpy.int32))
+    updater = training.StandardUpdater(
+        chainer.iterators.SerialIterator(data, 4), optimizer, loss_func=loss)
+    trainer = training.Trainer(updater, (iterations, 'iteration'))
+    trainer.extend(schedule.ContinuousDecay(1e-3, 0.5, 3))
+    if resume:
+        chainer.serializers.load_npz(resume, trainer)
+    trainer.run()
+    if snapshot:
+        chainer.serializers.save_npz(snapshot, trainer)
+    return seen
+
+
+def test_every_update_uses_the_step_size_of_its_iteration(tmp_path):
+    want = [1e-3 * 0.5 ** (k / 3) for k in range(7)]
+    numpy.testing.assert_allclose(run(7), want, rtol=1e-12)
+    snapshot = str(tmp_path / 'snapshot')
+    run(4, snapshot=snapshot)
+    numpy.testing.assert_allclose(run(7, resume=snapshot), want[4:],
+                                  rtol=1e-12)
