@@ -93,8 +93,10 @@ def fixed_pairs(images, labels, per_image, seed, max_shift=MAX_SHIFT):
 
 
 def evaluation_pairs(split, seed, per_image=1):
-    """``fixed_pairs`` of a split's (images, labels); None stays None."""
-    return fixed_pairs(*split, per_image, seed) if split else None
+    """``fixed_pairs`` of a split's (images, labels); a missing or empty
+    split (``--test-size 0``) gives None."""
+    return (fixed_pairs(*split, per_image, seed) if split and len(split[0])
+            else None)
 
 
 def to_model_input(images, size):

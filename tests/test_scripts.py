@@ -261,6 +261,12 @@ def test_multimnist_trains_evaluates_and_renders_figure_5(trained, tmp_path):
     # a model trained on single digits is measured on the same pairs
     run('analyze.py', '--load', str(trained), *DATA, '--dataset',
         'multimnist', '--test-size', '50', '--evaluate')
+    # the test pairs can be left out of training, as the long runs do
+    run('train.py', *multi, '--test-size', '0', '--save',
+        str(tmp_path / 'untested'))
+    log = json.loads((tmp_path / 'untested' / 'log').read_text())
+    assert 'validation/main/accuracy' in log[-1]
+    assert not any(key.startswith('test/') for key in log[-1])
     fails_with('do not apply', 'train.py', *TINY, '--dataset', 'multimnist',
                '--model', 'baseline', '--save', str(tmp_path / 'b'))
     fails_with('not MultiMNIST', 'analyze.py', '--load', str(out), *DATA,
