@@ -124,15 +124,17 @@ def _depth_to_space(y, n, h, w, c, s):
 
 
 def _kernel_to_depth(W, s):
-    """(O, K, K, C), K a multiple of s -> (K/s * K/s, s*s*C * O)."""
+    """(O, K, K, C), K a multiple of s -> (O, K/s * K/s, s*s*C): output
+    channel first, so the copy moves whole runs of C."""
     o, k, _, c = W.shape
-    W = W.reshape(o, k // s, s, k // s, s, c).transpose(1, 3, 2, 4, 5, 0)
-    return W.reshape((k // s) ** 2, s * s * c * o)
+    W = W.reshape(o, k // s, s, k // s, s, c).transpose(0, 1, 3, 2, 4, 5)
+    return W.reshape(o, (k // s) ** 2, s * s * c)
 
 
-def _depth_to_kernel(w, o, k, c, s):
+def _depth_to_kernel(w, k, c, s):
     """Inverse of _kernel_to_depth."""
-    w = w.reshape(k // s, k // s, s, s, c, o).transpose(5, 0, 2, 1, 3, 4)
+    o = len(w)
+    w = w.reshape(o, k // s, k // s, s, s, c).transpose(0, 1, 3, 2, 4, 5)
     return w.reshape(o, k, k, c)
 
 
@@ -169,7 +171,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
     dearer when the output is large (conv1).
     After space-to-depth: grid G = (H/s, W/s), kernel Kd = K/s (both rounded
     up), C' = s*s*C channels; F frequencies in G's half spectrum. Keeps the
-    spectra of x (F, 2N, C') and W (F, 2, C', O) for the backward pass.
+    spectra of x (F, 2N, C') and W (O, F, 2, C') for the backward pass.
     """
 
     def __init__(self, stride, need_gx):
@@ -192,14 +194,16 @@ class SpectralConvolution2DNHWC(chainer.Function):
         self.x_f = dft_x.dot(x_d).reshape(-1, 2 * n, s * s * c)
         del x_d
 
-        def spectrum(W):                                     # (F, 2, C', O)
+        def spectrum(W):                                     # (O, F, 2, C')
             w_d = _kernel_to_depth(
                 _pad_to(W, (o, self.k_pad, self.k_pad, c)), s)
             dft_w = xp.asarray(_dft(self.grid, (kd, kd), False))
-            return dft_w.dot(w_d).reshape(-1, 2, s * s * c, o)
+            return xp.matmul(dft_w, w_d).reshape(o, -1, 2, s * s * c)
         self.w_f = _weight_form(W, 'spectrum', spectrum)
-        # correlation: Y = X conj(W)
-        y_f = _complex_matmul(xp, self.x_f, self.w_f[:, 0], self.w_f[:, 1],
+        # correlation: Y = X conj(W), with W's parts as (F, C', O) views
+        w_re, w_im = (self.w_f[:, :, part].transpose(1, 2, 0)
+                      for part in (0, 1))
+        y_f = _complex_matmul(xp, self.x_f, w_re, w_im,
                               conj_b=True)                   # (F, 2, N, O)
         inverse = xp.asarray(_dft(self.grid, self.out_hw, True))
         y = inverse.dot(y_f.reshape(-1, n * o))             # (OH*OW, N*O)
@@ -216,27 +220,30 @@ class SpectralConvolution2DNHWC(chainer.Function):
         f = len(self.x_f)
         gy_d = xp.ascontiguousarray(gy.transpose(1, 2, 0, 3))  # (OH, OW, N, O)
         dft_y = xp.asarray(_dft(self.grid, self.out_hw, False))
-        gy_f = dft_y.dot(gy_d.reshape(-1, n * o)).reshape(f, 2 * n, o)
-        # gW: correlation of x with gy, GW = X^T conj(GY), summed over N:
-        # [Xr; Xi]^T [GYr; GYi] = Re, [Xr; Xi]^T [-GYi; GYr] = Im
-        gy_rot = xp.concatenate([-gy_f[:, n:], gy_f[:, :n]], axis=1)
-        x_t = self.x_f.transpose(0, 2, 1)                     # (F, C', 2N)
-        gw_f = xp.empty((f, 2) + x_t.shape[1:2] + (o,), dtype=x.dtype)
-        xp.matmul(x_t, gy_f, out=gw_f[:, 0])
-        xp.matmul(x_t, gy_rot, out=gw_f[:, 1])                # (F, 2, C', O)
-        del x_t, gy_rot
+        gy_f = dft_y.dot(gy_d.reshape(-1, n * o)).reshape(f, 2, n, o)
+        # gW: correlation of x with gy, GW = X^T conj(GY), summed over N;
+        # transposed, [GYr; GYi]^T [Xr; Xi] = Re, [-GYi; GYr]^T [Xr; Xi] = Im,
+        # each (F, O, C'), written in W's spectrum layout (O, F, 2, C')
+        gy_t = gy_f.reshape(f, 2 * n, o).transpose(0, 2, 1)  # (F, O, 2N)
+        gy_rot = xp.concatenate([-gy_f[:, 1], gy_f[:, 0]], axis=1)
+        gw_f = xp.empty((o, f, 2, s * s * c), dtype=x.dtype)
+        xp.matmul(gy_t, self.x_f, out=gw_f[:, :, 0].transpose(1, 0, 2))
+        xp.matmul(gy_rot.transpose(0, 2, 1), self.x_f,
+                  out=gw_f[:, :, 1].transpose(1, 0, 2))
+        del gy_rot
         self.x_f = None                   # free it before gx's temporaries
         kd = self.k_pad // s
         inverse_w = xp.asarray(_dft(self.grid, (kd, kd), True))
-        gw_d = inverse_w.dot(gw_f.reshape(2 * f, -1))
+        gw_d = xp.matmul(inverse_w, gw_f.reshape(o, 2 * f, -1))
         del gw_f
-        gW = _depth_to_kernel(gw_d, o, self.k_pad, c, s)[:, :k, :k]
+        gW = _depth_to_kernel(gw_d, self.k_pad, c, s)[:, :k, :k]
         gx = None
         if self.need_gx:
             # gx: full convolution of gy with W, GX = GY W
-            w_t = self.w_f.transpose(0, 1, 3, 2)              # (F, 2, O, C')
-            gx_f = _complex_matmul(xp, gy_f, w_t[:, 0], w_t[:, 1],
-                                   conj_b=False)              # (F, 2, N, C')
+            w_re, w_im = (self.w_f[:, :, part].transpose(1, 0, 2)
+                          for part in (0, 1))                # (F, O, C')
+            gx_f = _complex_matmul(xp, gy_f.reshape(f, 2 * n, o), w_re,
+                                   w_im, conj_b=False)       # (F, 2, N, C')
             gh, gw = self.grid
             inverse_x = xp.asarray(_dft(self.grid, self.grid, True))
             gx_d = inverse_x.dot(gx_f.reshape(2 * f, -1))
