@@ -30,12 +30,14 @@ from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
 from capsnet import distributed
+from capsnet import functions
 from capsnet import guards
 from capsnet import kernels
 from capsnet import multimnist
 from capsnet import schedule
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
+from capsnet.model import BaselineCNN
 from capsnet.model import CapsNetLoss
 
 
@@ -69,6 +71,17 @@ def build_parser():
     p.add_argument('--leaky-slope', type=cli.number(0, 1, high_open=True),
                    default=0.0,
                    help='leaky ReLU slope for conv1 (the seed used 0.05)')
+    p.add_argument('--capsule-bias', action='store_true',
+                   help="the official code's learned bias on every s_j, in "
+                   'every routing iteration')
+    p.add_argument('--margin-loss', choices=['paper', 'official'],
+                   default='paper',
+                   help="paper: Eq. 4 summed over classes; official: the "
+                   "official code's, halved and averaged over classes")
+    p.add_argument('--baseline-dropout', choices=BaselineCNN.DROPOUT_PLACES,
+                   default='last',
+                   help="baseline CNN: dropout before the softmax layer only "
+                   "(last, the paper's) or after both hidden layers")
     p.add_argument('--max-shift', type=cli.integer(0, data.SIDE - 1),
                    default=2,
                    help='random shift of each training image, in pixels '
@@ -137,9 +150,11 @@ def main(argv=None):
         checkpoint.remove_partial_files(out)
     cluster.barrier()           # no process writes before the clean-up
     architecture = ARCHITECTURES[args.model]
-    options = {} if args.model == 'baseline' else dict(
+    options = dict(dropout_after=args.baseline_dropout) if (
+        args.model == 'baseline') else dict(
         routing=args.routing, reconstruct=args.reconstruct,
-        shared_weights=args.shared_weights, leaky_slope=args.leaky_slope)
+        shared_weights=args.shared_weights, leaky_slope=args.leaky_slope,
+        capsule_bias=args.capsule_bias)
     multi = args.dataset == 'multimnist'
     if multi and (args.canvas or args.model != 'capsnet'):
         raise UserError('MultiMNIST trains CapsNet on 36x36 images: '
@@ -179,10 +194,13 @@ def main(argv=None):
         device.xp.random.seed(args.seed)
     model = architecture(**options)
     if cluster.is_root:
-        checkpoint.check_run_folder(out, model.options)
+        checkpoint.check_run_folder(out, model)
     model.to_device(device)
     loss = (L.Classifier(model) if args.model == 'baseline'
-            else CapsNetLoss(model, args.recon_weight))
+            else CapsNetLoss(model, args.recon_weight, margin_scale=(
+                1.0 if args.margin_loss == 'paper'
+                else functions.OFFICIAL_MARGIN_SCALE / model.options[
+                    'n_classes'])))
     optimizer = cluster.optimizer(chainer.optimizers.Adam(alpha=args.lr),
                                   loss)
 

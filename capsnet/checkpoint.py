@@ -94,8 +94,9 @@ def load_model(path):
                             '{})'.format(path, OPTIONS_KEY))
         options = json.loads(str(npz[OPTIONS_KEY]))
         # files without 'arch' predate the baseline: CapsNets
-        models.append(ARCHITECTURES[options.pop('arch', 'capsnet')](
-            **options))
+        architecture = ARCHITECTURES[options.pop('arch', 'capsnet')]
+        models.append(architecture(**dict(architecture.IMPLICIT_OPTIONS,
+                                          **options)))
         serializers.NpzDeserializer(npz).load(models[0])
 
     failure = _read_npz(path, read)
@@ -104,9 +105,9 @@ def load_model(path):
     return models[0]
 
 
-def check_run_folder(directory, model_options):
+def check_run_folder(directory, model):
     """Before a run uses ``directory``: its options.json and log, if any,
-    must be readable, and it must hold a model with ``model_options``."""
+    must be readable, and it must hold a model with ``model``'s options."""
     def read_json(name, advice):
         path = os.path.join(directory, name)
         try:
@@ -128,8 +129,8 @@ def check_run_folder(directory, model_options):
                         'it: a resumed run writes it again in full from its '
                         'snapshot at the next epoch'.format(
                             os.path.join(directory, 'log')))
-    saved = (options or {}).get('model', model_options)
-    if saved != model_options:
+    saved = (options or {}).get('model', model.options)
+    if dict(type(model).IMPLICIT_OPTIONS, **saved) != model.options:
         raise UserError('{} was made with other model options ({}); use '
                         'another --save folder'.format(
                             os.path.join(directory, 'options.json'), saved))

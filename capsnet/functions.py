@@ -13,6 +13,8 @@ import chainer.functions as F
 from chainer import backend
 
 EPS = 1e-8  # inside every square root: zero vectors give finite gradients
+# The official code halves Eq. 4 and averages it over the J classes
+OFFICIAL_MARGIN_SCALE = 0.5
 
 
 def squash(s, axis=-1, eps=EPS):
@@ -65,13 +67,15 @@ def capsule_predictions(u, W):
     return F.reshape(u_hat, (n, j, p * t, d))
 
 
-def dynamic_routing(u_hat, iterations, eps=EPS):
+def dynamic_routing(u_hat, iterations, eps=EPS, bias=None):
     """Routing by agreement (the paper's Procedure 1).
 
     Args:
         u_hat: predictions u_hat_{j|i}, (N, J, I, D).
         iterations: r >= 1. Logits b_ij start at 0, so r = 1 gives the
             uniform coupling 1/J.
+        bias: None (the paper), or a (J, D) bias added to every s_j before
+            the squash, in every iteration (the official code).
 
     Returns:
         v: parent capsules, (N, J, D).
@@ -86,7 +90,10 @@ def dynamic_routing(u_hat, iterations, eps=EPS):
     for r in range(iterations):
         c = F.softmax(b, axis=1)                          # (N, J, I)
         s = F.matmul(F.reshape(c, (n * j, 1, i)), u_rows)  # (N*J, 1, D)
-        v = squash(F.reshape(s, (n, j, d)), eps=eps)      # (N, J, D)
+        s = F.reshape(s, (n, j, d))
+        if bias is not None:
+            s = s + F.broadcast_to(bias, s.shape)
+        v = squash(s, eps=eps)                            # (N, J, D)
         if r < iterations - 1:
             agreement = F.matmul(u_rows, F.reshape(v, (n * j, d, 1)))
             b = b + F.reshape(agreement, (n, j, i))       # u_hat_{j|i} . v_j
@@ -101,18 +108,20 @@ def presence(labels, n_classes, dtype):
     return one_hot.sum(axis=1)                            # (N, n_classes)
 
 
-def margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5):
+def margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5, scale=1.0):
     """Margin loss, summed over classes and averaged over the batch.
 
     Args:
         lengths: capsule lengths, (N, J).
         labels: class ids (N,), or (N, K) for images holding K distinct
             classes (MultiMNIST: K = 2).
+        scale: 1 is the paper's Eq. 4; the official code's loss is
+            OFFICIAL_MARGIN_SCALE / J of it.
     """
     present = presence(labels, lengths.shape[1], lengths.dtype)
     loss = (present * F.relu(m_pos - lengths) ** 2
             + lam * (1 - present) * F.relu(lengths - m_neg) ** 2)
-    return F.sum(loss) / len(present)
+    return F.sum(loss) * (scale / len(present))
 
 
 def multi_correct(scores, labels):

@@ -500,9 +500,10 @@ def _squash_factors(s, eps):
 class DynamicRouting(chainer.Function):
     """Routing by agreement, all iterations in one node.
 
-    u_hat (N, J, I, D) -> v (N, J, D) and the last couplings c (N, J, I).
-    Same algorithm as capsnet.functions.dynamic_routing (b_ij = 0, then r
-    times: c = softmax_J(b), v = squash(sum_i c u_hat), b += u_hat . v).
+    u_hat (N, J, I, D) [, bias (J, D)] -> v (N, J, D) and the last
+    couplings c (N, J, I). Same algorithm as
+    capsnet.functions.dynamic_routing (b_ij = 0, then r times:
+    c = softmax_J(b), v = squash(sum_i c u_hat [+ bias]), b += u_hat . v).
     """
 
     def __init__(self, iterations, eps):
@@ -511,7 +512,7 @@ class DynamicRouting(chainer.Function):
 
     def forward(self, inputs):
         xp = backend.get_array_module(*inputs)
-        u_hat, = inputs
+        u_hat, bias = inputs[0], inputs[1:]
         n, j, i, d = u_hat.shape
         rows = u_hat.reshape(n * j, i, d)                     # one per (n, j)
         b = xp.zeros((n, j, i), dtype=u_hat.dtype)
@@ -520,6 +521,8 @@ class DynamicRouting(chainer.Function):
             e = xp.exp(b - b.max(axis=1, keepdims=True))
             c = e / e.sum(axis=1, keepdims=True)              # softmax over J
             s = xp.matmul(c.reshape(n * j, 1, i), rows).reshape(n, j, d)
+            if bias:
+                s += bias[0]
             v = _squash_factors(s, self.eps)[0] * s
             self.c.append(c)
             self.s.append(s)
@@ -530,12 +533,13 @@ class DynamicRouting(chainer.Function):
 
     def backward(self, inputs, grad_outputs):
         xp = backend.get_array_module(*inputs)
-        u_hat, = inputs
+        u_hat = inputs[0]
         n, j, i, d = u_hat.shape
         rows = u_hat.reshape(n * j, i, d)
         gv_out, gc_out = grad_outputs
         # g_b: gradient of the logits b after the current iteration
         g_b = xp.zeros((n, j, i), dtype=u_hat.dtype)
+        g_bias = xp.zeros((j, d), dtype=u_hat.dtype)
         lhs, rhs = [], []        # gu_hat = sum over pairs of lhs (x) rhs
         for r in reversed(range(self.iterations)):
             c, s, v = self.c[r], self.s[r], self.v[r]
@@ -548,6 +552,7 @@ class DynamicRouting(chainer.Function):
                 rhs.append(v)
             f, df = _squash_factors(s, self.eps)
             gs = gv * f + 2 * s * (s * gv).sum(axis=-1, keepdims=True) * df
+            g_bias += gs.sum(axis=0)
             gc = xp.matmul(rows, gs.reshape(n * j, d, 1)).reshape(n, j, i)
             if last and gc_out is not None:
                 gc = gc + gc_out
@@ -557,12 +562,15 @@ class DynamicRouting(chainer.Function):
             g_b = g_b + c * (gc - (c * gc).sum(axis=1, keepdims=True))
         a = xp.stack(lhs, axis=-1).reshape(n * j, i, len(lhs))
         bb = xp.stack(rhs, axis=-2).reshape(n * j, len(rhs), d)
-        return xp.matmul(a, bb).reshape(n, j, i, d),
+        gu_hat = xp.matmul(a, bb).reshape(n, j, i, d)
+        return (gu_hat, g_bias)[:len(inputs)]
 
 
-def dynamic_routing(u_hat, iterations, eps=EPS):
-    """u_hat (N, J, I, D) -> v (N, J, D), couplings c (N, J, I)."""
-    return DynamicRouting(iterations, eps)(u_hat)
+def dynamic_routing(u_hat, iterations, eps=EPS, bias=None):
+    """u_hat (N, J, I, D) [, bias (J, D)] -> v (N, J, D), couplings
+    (N, J, I)."""
+    inputs = (u_hat,) if bias is None else (u_hat, bias)
+    return DynamicRouting(iterations, eps)(*inputs)
 
 
 # --- the small steps, fused ------------------------------------------------
@@ -620,10 +628,11 @@ def length(v, axis=-1):
 
 class MarginLoss(chainer.Function):
     """The margin loss of lengths (N, J) for labels (N,) or (N, K):
-    summed over classes, averaged over the batch."""
+    summed over classes, averaged over the batch, times ``scale``."""
 
-    def __init__(self, m_pos, m_neg, lam):
+    def __init__(self, m_pos, m_neg, lam, scale):
         self.m_pos, self.m_neg, self.lam = m_pos, m_neg, lam
+        self.scale = scale
 
     def forward(self, inputs):
         xp = backend.get_array_module(*inputs)
@@ -634,17 +643,18 @@ class MarginLoss(chainer.Function):
         # present * below^2 + lam * absent * above^2
         below = present * xp.maximum(self.m_pos - lengths, 0)
         above = (1 - present) * xp.maximum(lengths - self.m_neg, 0)
-        self.slope = (2 * self.lam * above - 2 * below) / len(lengths)
+        mean = self.scale / len(lengths)
+        self.slope = (2 * self.lam * above - 2 * below) * mean
         loss = ((below * below).sum() + self.lam * (above * above).sum())
-        return xp.asarray(loss / len(lengths), dtype=lengths.dtype),
+        return xp.asarray(loss * mean, dtype=lengths.dtype),
 
     def backward(self, inputs, grad_outputs):
         return self.slope * grad_outputs[0], None
 
 
-def margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5):
+def margin_loss(lengths, labels, m_pos=0.9, m_neg=0.1, lam=0.5, scale=1.0):
     """Same as functions.margin_loss."""
-    return MarginLoss(m_pos, m_neg, lam)(lengths, labels)
+    return MarginLoss(m_pos, m_neg, lam, scale)(lengths, labels)
 
 
 class MaskedCapsules(chainer.Function):

@@ -37,6 +37,9 @@ class CapsNet(chainer.Chain):
         shared_weights: the seed's variant, one W per capsule *type* shared
             across the grid (32 x 10 x 16 x 8) instead of one per capsule.
         leaky_slope: slope of conv1's leaky ReLU; 0 is the paper's ReLU.
+        capsule_bias: a learned (J, 16) bias added to every s_j in every
+            routing iteration, initialised to 0.1, as in the official code
+            (the paper has none).
         in_size: input side (28 for MNIST, 36 for MultiMNIST).
         fused: run the fast kernels of capsnet/kernels.py (default) or their
             plain Chainer compositions in capsnet/functions.py, which are
@@ -44,16 +47,18 @@ class CapsNet(chainer.Chain):
     """
 
     arch = 'capsnet'
+    # what files made before an option existed did without it
+    IMPLICIT_OPTIONS = dict(capsule_bias=False)
 
     def __init__(self, n_classes=10, routing=3, reconstruct=True,
-                 shared_weights=False, leaky_slope=0.0, in_size=28,
-                 fused=True):
+                 shared_weights=False, leaky_slope=0.0, capsule_bias=False,
+                 in_size=28, fused=True):
         super().__init__()
         self.ops = kernels if fused else functions
         self.options = dict(
             n_classes=n_classes, routing=routing, reconstruct=reconstruct,
             shared_weights=shared_weights, leaky_slope=leaky_slope,
-            in_size=in_size)
+            capsule_bias=capsule_bias, in_size=in_size)
         self.grid = ((in_size - 8) - 9) // 2 + 1                 # 6 for 28
         n_primary = self.grid ** 2 * PRIMARY_TYPES               # 1152
         n_weights = PRIMARY_TYPES if shared_weights else n_primary
@@ -70,6 +75,8 @@ class CapsNet(chainer.Chain):
             self.digit_W = chainer.Parameter(
                 initializers.Normal(0.01),
                 (n_weights, n_classes, DIGIT_DIM, PRIMARY_DIM))
+            if capsule_bias:
+                self.digit_b = chainer.Parameter(0.1, (n_classes, DIGIT_DIM))
             if reconstruct:
                 self.fc1 = L.Linear(n_classes * DIGIT_DIM, 512)
                 self.fc2 = L.Linear(512, 1024)
@@ -95,7 +102,9 @@ class CapsNet(chainer.Chain):
     def capsules(self, x):
         """x (N, 1, H, W) -> digit capsules v (N, J, 16), couplings (N, J, I)."""
         u_hat = self.predictions(self.primary_capsules(x))
-        return self.ops.dynamic_routing(u_hat, self.options['routing'])
+        return self.ops.dynamic_routing(
+            u_hat, self.options['routing'],
+            bias=self.digit_b if self.options['capsule_bias'] else None)
 
     def decode(self, v, labels):
         """Reconstruct from capsule ``labels[n]`` of v (N, J, 16) alone:
@@ -128,16 +137,28 @@ class CapsNet(chainer.Chain):
 class BaselineCNN(chainer.Chain):
     """The paper's baseline: three 5x5 convolutions (256, 256, 128 channels,
     stride 1, same padding, no pooling, ReLU), fully connected layers of 328
-    and 192 units with dropout, and 10 logits: 35.4M parameters, most of them
-    in the first fully connected layer (128 * 28 * 28 inputs)."""
+    and 192 units, and 10 logits: 35.4M parameters, most of them in the
+    first fully connected layer (128 * 28 * 28 inputs).
+
+    ``dropout_after``: 'last', the paper's "the last fully connected layer
+    is connected with dropout to a 10 class softmax layer", or 'both' fully
+    connected hidden layers (capsnet's earlier default, and the PyTorch
+    reference in ../shared/bench/torch_baseline.py).
+    """
 
     arch = 'baseline'
+    IMPLICIT_OPTIONS = dict(dropout_after='both')
+    DROPOUT_PLACES = ('last', 'both')
 
-    def __init__(self, n_classes=10, in_size=28, dropout=0.5, fused=True):
+    def __init__(self, n_classes=10, in_size=28, dropout=0.5,
+                 dropout_after='last', fused=True):
         super().__init__()
+        if dropout_after not in self.DROPOUT_PLACES:
+            raise ValueError('dropout_after is one of {}'.format(
+                self.DROPOUT_PLACES))
         self.ops = kernels if fused else functions
         self.options = dict(n_classes=n_classes, in_size=in_size,
-                            dropout=dropout)
+                            dropout=dropout, dropout_after=dropout_after)
         with self.init_scope():
             self.conv1 = L.Convolution2D(1, 256, 5, pad=2)
             self.conv2 = L.Convolution2D(256, 256, 5, pad=2)
@@ -152,7 +173,9 @@ class BaselineCNN(chainer.Chain):
         h = x
         for conv in (self.conv1, self.conv2, self.conv3):
             h = F.relu(self.ops.convolution_2d(h, conv.W, conv.b, pad=2))
-        h = F.dropout(F.relu(self.fc1(h)), ratio)
+        h = F.relu(self.fc1(h))
+        if self.options['dropout_after'] == 'both':
+            h = F.dropout(h, ratio)
         h = F.dropout(F.relu(self.fc2(h)), ratio)
         return self.fc3(h)
 
@@ -165,8 +188,9 @@ ARCHITECTURES = {'capsnet': CapsNet, 'baseline': BaselineCNN}
 
 
 class CapsNetLoss(chainer.Chain):
-    """Margin loss + recon_weight x reconstruction loss; reports loss,
-    margin_loss, recon_loss and accuracy (the Trainer's optimizer target).
+    """Margin loss x margin_scale + recon_weight x reconstruction loss;
+    reports loss, margin_loss (scaled), recon_loss and accuracy (the
+    Trainer's optimizer target).
 
     One digit per image: x (N, 1, H, W), t (N,); the decoder sees the true
     class's capsule while training and the longest one otherwise.
@@ -176,9 +200,10 @@ class CapsNetLoss(chainer.Chain):
     longest capsules be the K digits.
     """
 
-    def __init__(self, model, recon_weight=0.0005):
+    def __init__(self, model, recon_weight=0.0005, margin_scale=1.0):
         super().__init__()
         self.recon_weight = recon_weight
+        self.margin_scale = margin_scale
         with self.init_scope():
             self.model = model
 
@@ -194,7 +219,7 @@ class CapsNetLoss(chainer.Chain):
             accuracy = multi_accuracy(lengths, t)
             targets = [(self.model.decode(v, t[:, k]), singles[:, k])
                        for k in range(t.shape[1])]
-        loss = ops.margin_loss(lengths, t)
+        loss = ops.margin_loss(lengths, t, scale=self.margin_scale)
         chainer.report({'margin_loss': loss, 'accuracy': accuracy}, self)
         if self.model.options['reconstruct']:
             errors = [ops.reconstruction_loss(r, target)

@@ -9,6 +9,7 @@ import chainer
 import chainer.functions as F
 from chainer import gradient_check
 
+from capsnet.functions import OFFICIAL_MARGIN_SCALE
 from capsnet.functions import dynamic_routing
 from capsnet.functions import length
 from capsnet.functions import margin_loss
@@ -116,6 +117,46 @@ def test_margin_loss_with_two_digits_per_image():
     loss = margin_loss(lengths, numpy.array([[0, 1], [2, 0]]))
     expected = (0.49 + 0.5 * 0.04 + 0.16) / 2
     assert float(loss.array) == pytest.approx(expected)
+
+
+def test_official_margin_loss_scale_on_the_official_test_case():
+    """layers_test.py's testMarginLoss in the official code: its per-class
+    costs sum to 0.5 * 2.14 and the loss is their mean over 2 images and
+    3 classes. Labels [0, 0, 1] and [1, 1, 1], one image at a time."""
+    lengths = numpy.array([[-0.3, 0.3, 0.9], [1.2, 0.5, -0.5]])
+    official = 0.5 * (0.5 * 0.2 ** 2 + 0.4 ** 2 + 1.4 ** 2) / 6
+    scale = OFFICIAL_MARGIN_SCALE / 3
+    losses = [float(margin_loss(lengths[k:k + 1], labels, scale=scale).array)
+              for k, labels in enumerate((numpy.array([2]),
+                                          numpy.array([[0, 1, 2]])))]
+    assert numpy.mean(losses) == pytest.approx(official)
+    # the paper's Eq. 4 of the same images is 2 * 3 times as large
+    paper = [float(margin_loss(lengths[:1], numpy.array([2])).array),
+             float(margin_loss(lengths[1:], numpy.array([[0, 1, 2]])).array)]
+    assert numpy.mean(paper) == pytest.approx(6 * official)
+
+
+def test_routing_bias_enters_s_j_in_every_iteration():
+    """With all predictions zero, s_j is the bias alone in every
+    iteration: v = squash(bias), whatever the couplings."""
+    bias = numpy.array([[3.0, 4.0], [0.0, 1.0]])
+    for iterations in (1, 3):
+        v, _ = dynamic_routing(numpy.zeros((2, 2, 5, 2)), iterations,
+                               bias=bias)
+        numpy.testing.assert_allclose(
+            v.array, numpy.broadcast_to(squash(bias).array, (2, 2, 2)))
+    # and it changes the agreements: the couplings differ from no bias
+    u_hat = rand(1, 2, 3, 2, seed=4)
+    _, c_plain = dynamic_routing(u_hat, 3)
+    _, c_bias = dynamic_routing(u_hat, 3, bias=bias)
+    assert not numpy.allclose(c_plain.array, c_bias.array)
+
+
+def test_routing_bias_gradient():
+    gradient_check.check_backward(
+        lambda u, b: dynamic_routing(u, 3, bias=b)[0],
+        (rand(1, 3, 4, 2, seed=5), rand(3, 2, seed=6)),
+        rand(1, 3, 2, seed=7), atol=1e-6, rtol=1e-5)
 
 
 def test_multi_accuracy_needs_both_digits_among_the_two_longest():

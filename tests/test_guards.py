@@ -242,3 +242,35 @@ def test_a_damaged_file_in_the_folder_is_named_with_what_to_do(
     line = fails_with(message, 'train.py', *RUN, '-e', '2', '--save',
                       str(resumable))
     assert advice in line
+
+
+@pytest.mark.parametrize('saved, ok', [
+    ({}, True),                                    # made before the option
+    ({'capsule_bias': False}, True),
+    ({'capsule_bias': True}, False),
+    ({'routing': 1}, False),
+    ({'dropout': 0.5}, False),                     # another architecture
+])
+def test_a_folder_made_before_an_option_existed_resumes(tmp_path, saved, ok):
+    from capsnet import checkpoint
+    from capsnet.errors import UserError
+    from capsnet.model import CapsNet
+    model = CapsNet(reconstruct=False)
+    options = {k: v for k, v in model.options.items() if k != 'capsule_bias'}
+    (tmp_path / 'options.json').write_text(json.dumps(
+        {'model': dict(options, **saved)}))
+    if ok:
+        checkpoint.check_run_folder(str(tmp_path), model)
+    else:
+        with pytest.raises(UserError, match='other model options'):
+            checkpoint.check_run_folder(str(tmp_path), model)
+
+
+def test_a_baseline_saved_before_dropout_after_existed_keeps_both(tmp_path):
+    from capsnet import checkpoint
+    from capsnet.model import BaselineCNN
+    model = BaselineCNN(dropout_after='both')
+    del model.options['dropout_after']
+    checkpoint.save_model(str(tmp_path / 'old.npz'), model)
+    loaded = checkpoint.load_model(str(tmp_path / 'old.npz'))
+    assert loaded.options['dropout_after'] == 'both'

@@ -166,6 +166,21 @@ def test_dynamic_routing(iterations):
         lambda u: functions.dynamic_routing(u, iterations), (u_hat,))
 
 
+@pytest.mark.parametrize('iterations', [1, 3])
+def test_dynamic_routing_with_bias(iterations):
+    rng = numpy.random.RandomState(14)
+    u_hat = rng.randn(2, 3, 7, 4).astype('f') * 0.3
+    bias = rng.randn(3, 4).astype('f') * 0.3
+    same_values_and_gradients(
+        lambda u, b: kernels.dynamic_routing(u, iterations, bias=b),
+        lambda u, b: functions.dynamic_routing(u, iterations, bias=b),
+        (u_hat, bias))
+    gradient_check.check_backward(
+        lambda u, b: kernels.dynamic_routing(u, iterations, bias=b)[0],
+        (u_hat.astype(numpy.float64), bias.astype(numpy.float64)),
+        rng.randn(2, 3, 4), atol=1e-6, rtol=1e-5)
+
+
 def test_dynamic_routing_gradient_check():
     u_hat = numpy.random.RandomState(4).randn(1, 3, 4, 2)
     gradient_check.check_backward(
@@ -190,16 +205,18 @@ def test_squash_and_length():
     gradient_check.check_backward(kernels.length, s, s[:, :, 0].copy())
 
 
+@pytest.mark.parametrize('scale', [1.0, functions.OFFICIAL_MARGIN_SCALE / 5])
 @pytest.mark.parametrize('labels', [[0, 3, 1], [[0, 1], [2, 3], [1, 4]]])
-def test_margin_loss(labels):
+def test_margin_loss(labels, scale):
     t = numpy.array(labels, dtype=numpy.int32)
     # lengths on both sides of m- = 0.1 and m+ = 0.9
     lengths = numpy.random.RandomState(9).uniform(0, 1, (3, 5))
-    same_values_and_gradients(lambda a: kernels.margin_loss(a, t),
-                              lambda a: functions.margin_loss(a, t),
-                              (lengths.astype(numpy.float32),))
-    gradient_check.check_backward(lambda a: kernels.margin_loss(a, t),
-                                  lengths, None)
+    same_values_and_gradients(
+        lambda a: kernels.margin_loss(a, t, scale=scale),
+        lambda a: functions.margin_loss(a, t, scale=scale),
+        (lengths.astype(numpy.float32),))
+    gradient_check.check_backward(
+        lambda a: kernels.margin_loss(a, t, scale=scale), lengths, None)
 
 
 def test_masked_capsules_decoder_and_reconstruction_loss():
@@ -225,6 +242,7 @@ def test_masked_capsules_decoder_and_reconstruction_loss():
 @pytest.mark.parametrize('options,n', [
     ({}, 4),                                               # direct conv
     ({'shared_weights': True, 'leaky_slope': 0.05}, kernels.SPECTRAL_FROM),
+    ({'capsule_bias': True}, 3),
 ])
 def test_whole_model_unchanged_by_the_kernels(options, n):
     """Loss and every parameter gradient, fused and plain, same weights."""

@@ -17,6 +17,7 @@ def n_params(model):
     ({'reconstruct': False}, 6804224),
     # the seed's: one W (10 x 16 x 8) per capsule type, 32 of them
     ({'shared_weights': True}, 8215568 - (1152 - 32) * 10 * 16 * 8),
+    ({'capsule_bias': True}, 8215568 + 10 * 16),     # the official code's
 ])
 def test_parameter_counts(options, count):
     assert n_params(CapsNet(**options)) == count
@@ -115,6 +116,38 @@ def test_loss_reports_and_reconstruction_switch(images):
 def test_routing_iterations_option(images, routing):
     _, c = CapsNet(routing=routing, reconstruct=False).capsules(images[:1])
     assert numpy.allclose(c.array, 0.1) == (routing == 1)
+
+
+def test_capsule_bias_starts_at_the_official_0_1_and_learns(images):
+    numpy.random.seed(0)
+    model = CapsNet(capsule_bias=True)
+    numpy.testing.assert_array_equal(model.digit_b.array, numpy.float32(0.1))
+    loss = CapsNetLoss(model)
+    loss.cleargrads()
+    loss(images, numpy.array([0, 1, 2], numpy.int32)).backward()
+    assert model.digit_b.grad.shape == (10, 16)
+    assert numpy.abs(model.digit_b.grad).min() > 0
+
+
+@pytest.mark.parametrize('placement,dropouts', [('last', 1), ('both', 2)])
+def test_baseline_dropout_placement(placement, dropouts):
+    """The paper: dropout only between the last hidden layer and the
+    softmax layer."""
+    from capsnet.model import BaselineCNN
+    model = BaselineCNN(dropout_after=placement)
+    y = model(numpy.zeros((1, 1, 28, 28), dtype=numpy.float32))
+    seen, found, stack = set(), [], [y.creator_node]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        found.append(node)
+        stack.extend(x.creator_node for x in node.inputs)
+    names = [node.label for node in found]
+    assert names.count('Dropout') == dropouts
+    # the last dropout feeds the logits' layer directly
+    assert y.creator_node.inputs[0].creator_node.label == 'Dropout'
 
 
 def test_baseline_cnn_parameters_and_shapes():

@@ -8,6 +8,7 @@ import chainer
 from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import data
+from capsnet.model import CapsNet
 
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
@@ -19,9 +20,11 @@ def test_saved_model_is_the_papers_architecture():
     model = checkpoint.load_model(checkpoint.model_path(SAVED))
     assert model.options == dict(n_classes=10, routing=3, reconstruct=True,
                                  shared_weights=False, leaky_slope=0.0,
-                                 in_size=28)
+                                 capsule_bias=False, in_size=28)
+    # saved before --capsule-bias existed: it reads as without the bias
     with open(os.path.join(SAVED, 'options.json')) as f:
-        assert json.load(f)['model'] == model.options
+        assert dict(CapsNet.IMPLICIT_OPTIONS,
+                    **json.load(f)['model']) == model.options
     assert os.path.getsize(os.path.join(SAVED, 'model.npz')) < 35e6
 
 
