@@ -313,8 +313,9 @@ class DirectConvolution2DNHWC(chainer.Function):
 # Batch sizes from which the spectral method is the faster one for
 # PrimaryCaps, forward and backward with the kernel transformed each step,
 # and forward alone inside frozen_weights(), where the transform is made once
-# (bench/convolution.py; 2 cores, NumPy).
-SPECTRAL_FROM = 48
+# (bench/convolution.py; 2 cores, NumPy; training crossed over between 16
+# and 24 images on the AMD EPYC of 2026-12-01).
+SPECTRAL_FROM = 24
 SPECTRAL_FROM_FROZEN = 12
 
 
