@@ -26,6 +26,7 @@ from chainer import training
 from chainer.datasets import TupleDataset
 from chainer.training import extensions
 
+from capsnet import adam
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
@@ -201,7 +202,7 @@ def main(argv=None):
                 1.0 if args.margin_loss == 'paper'
                 else functions.OFFICIAL_MARGIN_SCALE / model.options[
                     'n_classes'])))
-    optimizer = cluster.optimizer(chainer.optimizers.Adam(alpha=args.lr),
+    optimizer = cluster.optimizer(adam.Adam(alpha=args.lr),
                                   loss)
 
     train_iter = chainer.iterators.SerialIterator(

@@ -29,6 +29,7 @@ import capsnet  # noqa: E402  (patches chainer before its first import)
 import chainer  # noqa: E402
 import chainer.links as L  # noqa: E402
 
+from capsnet import adam  # noqa: E402
 from capsnet import cli  # noqa: E402
 from capsnet import kernels  # noqa: E402
 from capsnet.model import ARCHITECTURES  # noqa: E402
@@ -79,7 +80,7 @@ def main(argv=None):
         model = ARCHITECTURES['capsnet'](routing=args.routing)
         loss = CapsNetLoss(model)
     model.to_device(device)
-    optimizer = chainer.optimizers.Adam(alpha=1e-3)
+    optimizer = adam.Adam(alpha=1e-3)
     optimizer.setup(loss)
     rng = numpy.random.RandomState(args.seed)
     x = device.send(rng.rand(args.batch, 1, 28, 28).astype(numpy.float32))

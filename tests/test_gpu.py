@@ -91,15 +91,18 @@ def test_primary_convolution(module, n):
 
 
 @pytest.mark.parametrize('module', [functions, kernels])
-def test_predictions_and_routing(module):
+@pytest.mark.parametrize('bias', [False, True])
+def test_predictions_and_routing(module, bias):
     rng = numpy.random.RandomState(2)
     u = rng.randn(3, 4, 2, 8).astype(numpy.float32)              # N, P, T, K
     W = rng.randn(8, 5, 6, 8).astype(numpy.float32) * 0.3         # P*T, ...
+    b = rng.randn(5, 6).astype(numpy.float32) * 0.3               # J, D
 
-    def f(u, W):
-        return module.dynamic_routing(module.capsule_predictions(u, W), 3)
+    def f(u, W, *b):
+        return module.dynamic_routing(module.capsule_predictions(u, W), 3,
+                                      bias=b[0] if b else None)
 
-    same_on_cpu_and_gpu(f, (u, W))
+    same_on_cpu_and_gpu(f, (u, W, b) if bias else (u, W))
 
 
 @pytest.mark.parametrize('fused', [True, False])
