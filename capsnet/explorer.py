@@ -20,6 +20,7 @@ import json
 import os
 import re
 import signal
+import threading
 
 import numpy
 
@@ -31,6 +32,7 @@ from capsnet.errors import UserError
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 PAGE = 'explorer.html'
 MAX_BODY = 1 << 20              # a drawn image is 784 numbers: a few kB
+READ_TIMEOUT = 5                # seconds a client may stay silent mid-request
 
 
 def _array(a, dtype):
@@ -114,11 +116,19 @@ def render_page(data, served=False):
 class CapsuleHandler(http.server.BaseHTTPRequestHandler):
     """GET / serves the page; POST /capsules takes {"image": S*S numbers
     in [0, 1]} and answers {"capsules", "lengths", "predicted",
-    "couplings"}; anything malformed gets a 400 with {"error": ...}."""
+    "couplings"}; anything malformed gets a 400 with {"error": ...}, a body
+    over MAX_BODY a 413 before any of it is read.
+
+    Each connection has a thread of its own, and a client silent for
+    READ_TIMEOUT seconds in the middle of a request loses its connection:
+    an idle or short-bodied connection holds up nobody. The model answers
+    one request at a time (``lock``)."""
 
     page = None             # set by serve(): bytes of the rendered page
     model = None
     device = None
+    lock = None
+    timeout = READ_TIMEOUT  # socket timeout of every read
 
     def log_message(self, format, *args):      # keep the terminal quiet
         pass
@@ -142,24 +152,29 @@ class CapsuleHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         if self.path != '/capsules':
             return self._json(404, {'error': 'POST /capsules only'})
+        length = int(self.headers.get('Content-Length') or 0)
+        if not 0 < length <= MAX_BODY:
+            return self._json(413 if length > MAX_BODY else 400, {
+                'error': 'the body must be 1 byte to {} bytes of JSON'
+                .format(MAX_BODY)})
         try:
-            image = self._read_image()
+            image = self._read_image(length)
+        except TimeoutError:        # a body shorter than it said: drop it
+            self.close_connection = True
+            return
         except (ValueError, TypeError, KeyError) as e:
             return self._json(400, {'error': str(e)})
         side = self.model.options['in_size']
-        x = self.device.send(image.reshape(1, 1, side, side))
-        report = capsule_report(self.model, x)
+        with self.lock:
+            x = self.device.send(image.reshape(1, 1, side, side))
+            report = capsule_report(self.model, x)
         self._json(200, {'capsules': report['capsules'][0].tolist(),
                          'lengths': report['lengths'][0].tolist(),
                          'predicted': int(report['predicted'][0]),
                          'couplings': report['couplings'][0].tolist()})
 
-    def _read_image(self):
+    def _read_image(self, length):
         """The posted image as float32 (S*S,) in [0, 1], or ValueError."""
-        length = int(self.headers.get('Content-Length') or 0)
-        if not 0 < length <= MAX_BODY:
-            raise ValueError('the body must be 1 byte to {} bytes of JSON'
-                             .format(MAX_BODY))
         body = json.loads(self.rfile.read(length))
         side = self.model.options['in_size']
         image = numpy.asarray(body['image'], dtype=numpy.float32)
@@ -175,9 +190,10 @@ def serve(model, device, data, port):
     port) until Ctrl-C; prints the address first."""
     handler = type('Handler', (CapsuleHandler,), dict(
         page=render_page(data, served=True).encode(), model=model,
-        device=device))
-    try:        # one thread: requests take turns on the one model
-        server = http.server.HTTPServer(('127.0.0.1', port), handler)
+        device=device, lock=threading.Lock()))
+    try:
+        server = http.server.ThreadingHTTPServer(('127.0.0.1', port),
+                                                 handler)
     except OSError as e:
         raise UserError('cannot serve on port {}: {}'.format(
             port, e.strerror or e))

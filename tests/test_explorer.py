@@ -209,3 +209,60 @@ def test_the_server_answers_with_the_models_capsules(browser, model):
         server.kill()
     assert server.returncode == 0, err
     assert out.strip().endswith('stopped') and not err.strip()
+
+
+def test_the_server_serves_many_clients_and_no_silent_one_stalls_it(model):
+    """No browser needed: an idle connection and a short body hold up no
+    one, 20 clients x 10 requests are all answered right, a 100 MB body is
+    refused before it is sent, and Ctrl-C still stops the server."""
+    import socket
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    server = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'analyze.py'), '--load', MODEL,
+         *DATA, '--serve', '--port', '0', '--explorer-images', '8'],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith('serving the explorer at '), \
+            line + server.stderr.read()
+        url = line.split(' at ')[1].split()[0]
+        port = int(url.rsplit(':', 1)[1].strip('/'))
+        images, _ = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
+        bodies = [json.dumps({'image': (images[k, 0] / 255).ravel().tolist()})
+                  .encode() for k in range(20)]
+        with chainer.using_config('train', False), \
+                chainer.no_backprop_mode():
+            v, _ = model.capsules(images[:20].astype(numpy.float32) / 255)
+        want = numpy.linalg.norm(v.array, axis=2).argmax(axis=1).tolist()
+
+        idle = socket.create_connection(('127.0.0.1', port))
+        short = socket.create_connection(('127.0.0.1', port))
+        short.sendall(b'POST /capsules HTTP/1.1\r\nContent-Length: 1000\r\n'
+                      b'\r\n{"image": [')
+        start = time.monotonic()
+        status, answer = post(url, bodies[0])
+        assert status == 200 and answer['predicted'] == want[0]
+        assert time.monotonic() - start < 2
+
+        def client(k):
+            return [post(url, bodies[k])[1]['predicted'] for _ in range(10)]
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(client, range(20)))
+        assert answers == [[w] * 10 for w in want]
+
+        huge = socket.create_connection(('127.0.0.1', port))
+        start = time.monotonic()
+        huge.sendall(b'POST /capsules HTTP/1.1\r\nContent-Length: 100000000'
+                     b'\r\n\r\n')
+        huge.settimeout(10)
+        assert huge.recv(100).startswith(b'HTTP/1.0 413')
+        assert time.monotonic() - start < 2
+        for connection in (idle, short, huge):
+            connection.close()
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert out.strip().endswith('stopped') and not err.strip()
