@@ -172,10 +172,21 @@ def load_snapshot(path, trainer):
     """Restore the whole training state (model, optimizer, iterator, log)."""
     failure = _read_npz(
         path, lambda npz: serializers.NpzDeserializer(npz).load(trainer))
-    if failure:
-        raise UserError('cannot resume from {}: {}; delete it to resume from '
-                        'the snapshot before it, or use another --save '
-                        'folder'.format(path, failure))
+    if not failure:
+        return
+    model_file = []
+    _read_npz(path, lambda npz: model_file.append(OPTIONS_KEY in npz.files))
+    if any(model_file):
+        raise UserError('cannot resume from {}: it is a model file, not a '
+                        'snapshot; --resume takes a snapshot_iter_N file of '
+                        'a run folder'.format(path))
+    ours = (os.path.dirname(os.path.abspath(path)) ==
+            os.path.abspath(trainer.out) and
+            re.fullmatch(r'snapshot_iter_\d+(\.\d+)?', os.path.basename(path)))
+    raise UserError('cannot resume from {}: {}; {}'.format(
+        path, failure, 'delete it to resume from the snapshot before it, or '
+        'use another --save folder' if ours else 'give --resume a '
+        'snapshot_iter_N file of a run with the same options'))
 
 
 class AtomicPlotReport(extensions.PlotReport):

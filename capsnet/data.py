@@ -5,6 +5,7 @@ into float32 in [0, 1] on the target device, shifting each image on the way.
 """
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import urllib.request
@@ -54,6 +55,7 @@ DATASETS = {
 }
 
 SIDE = 28                                   # an MNIST image is SIDE x SIDE
+N_CLASSES = 10                              # and its label 0 to 9
 _IDX_DTYPES = {0x08: numpy.uint8}
 
 
@@ -67,7 +69,7 @@ def parse_idx(raw, name):
         raise UserError('{} is truncated (incomplete header)'.format(name))
     shape = tuple(int.from_bytes(raw[4 + 4 * k:8 + 4 * k], 'big')
                   for k in range(ndim))
-    size = int(numpy.prod(shape))
+    size = math.prod(shape)                 # Python ints: no overflow
     if len(raw) - header != size:
         raise UserError('{} is truncated or corrupt: {} data bytes for shape '
                         '{}, expected {}'.format(
@@ -102,6 +104,14 @@ def read_split(directory, part):
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError('{}: {} images {} do not match labels {}'.format(
             directory, part, images.shape, labels.shape))
+    if images.shape[1:] != (SIDE, SIDE):
+        raise UserError('{}: {} images are {}x{}; MNIST-format images are '
+                        '{}x{}'.format(directory, part, *images.shape[1:],
+                                       SIDE, SIDE))
+    if len(labels) and labels.max() >= N_CLASSES:
+        raise UserError('{}: {} labels hold {}; MNIST-format labels are 0 to '
+                        '{}'.format(directory, part, labels.max(),
+                                    N_CLASSES - 1))
     return images[:, None], labels.astype(numpy.int32)
 
 

@@ -81,6 +81,28 @@ def test_images_and_labels_must_agree(tmp_path):
         data.load('mnist', str(tmp_path / 'm'), ('test',))
 
 
+@pytest.mark.parametrize('stem,array,message', [
+    ('t10k-labels-idx1-ubyte', numpy.full(500, 12), 'labels hold 12; '
+     'MNIST-format labels are 0 to 9'),
+    ('t10k-images-idx3-ubyte', numpy.zeros((500, 32, 32)), 'images are '
+     '32x32; MNIST-format images are 28x28'),
+])
+def test_label_values_and_image_sides_are_checked(tmp_path, stem, array,
+                                                   message):
+    shutil.copytree(MNIST_FIXTURE, tmp_path / 'm')
+    with gzip.open(tmp_path / 'm' / (stem + '.gz'), 'wb') as f:
+        f.write(idx_bytes(array))
+    with pytest.raises(UserError, match=message):
+        data.load('mnist', str(tmp_path / 'm'), ('test',))
+
+
+def test_a_huge_idx_header_is_refused_without_allocating():
+    raw = bytes([0, 0, 0x08, 3]) + b''.join(
+        (2 ** 31).to_bytes(4, 'big') for _ in range(3)) + b'\0' * 10
+    with pytest.raises(UserError, match='truncated or corrupt'):
+        data.parse_idx(raw, 'f')
+
+
 def test_splits():
     arrays = data.load('mnist', MNIST_FIXTURE)
     train, val, test = data.split_arrays(arrays, 500, 300, 100)

@@ -274,3 +274,10 @@ def test_a_baseline_saved_before_dropout_after_existed_keeps_both(tmp_path):
     checkpoint.save_model(str(tmp_path / 'old.npz'), model)
     loaded = checkpoint.load_model(str(tmp_path / 'old.npz'))
     assert loaded.options['dropout_after'] == 'both'
+
+
+def test_a_model_file_given_to_resume_is_named_as_one(tmp_path):
+    line = fails_with('is a model file, not a snapshot', 'train.py', *RUN,
+                      '--save', str(tmp_path / 'run'), '--resume',
+                      os.path.join(ROOT, 'saved_model', 'model.npz'))
+    assert 'delete' not in line
