@@ -7,8 +7,10 @@ import gzip
 import hashlib
 import math
 import os
+import sys
 import tempfile
 import urllib.request
+import zlib
 
 import numpy
 
@@ -59,16 +61,21 @@ N_CLASSES = 10                              # and its label 0 to 9
 _IDX_DTYPES = {0x08: numpy.uint8}
 
 
-def parse_idx(raw, name):
-    """Bytes of an uncompressed IDX file -> uint8 array of its shape."""
+def _idx_header(raw, name):
+    """(header length, shape) of the IDX file whose first bytes are ``raw``;
+    UserError if they are not an IDX header of unsigned bytes."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise UserError('{} is not an IDX file of unsigned bytes'.format(name))
-    ndim = raw[3]
-    header = 4 + 4 * ndim
+    header = 4 + 4 * raw[3]
     if len(raw) < header:
         raise UserError('{} is truncated (incomplete header)'.format(name))
-    shape = tuple(int.from_bytes(raw[4 + 4 * k:8 + 4 * k], 'big')
-                  for k in range(ndim))
+    return header, tuple(int.from_bytes(raw[4 + 4 * k:8 + 4 * k], 'big')
+                         for k in range(raw[3]))
+
+
+def parse_idx(raw, name):
+    """Bytes of an uncompressed IDX file -> uint8 array of its shape."""
+    header, shape = _idx_header(raw, name)
     size = math.prod(shape)                 # Python ints: no overflow
     if len(raw) - header != size:
         raise UserError('{} is truncated or corrupt: {} data bytes for shape '
@@ -77,13 +84,32 @@ def parse_idx(raw, name):
     return numpy.frombuffer(raw, numpy.uint8, offset=header).reshape(shape)
 
 
+def _gunzip_idx(raw, name):
+    """The IDX file gzipped in ``raw``, decompressed no further than its
+    header says it reaches (plus one byte, to notice more): a file whose
+    data outgrow its header is refused before all of it is unpacked."""
+    unpack = zlib.decompressobj(wbits=31)                   # gzip format
+    head = unpack.decompress(raw, 4 + 4 * 255)              # the largest header
+    header, shape = _idx_header(head, name)
+    room = header + math.prod(shape) + 1 - len(head)
+    if room > 0 and unpack.unconsumed_tail:
+        head += unpack.decompress(unpack.unconsumed_tail,
+                                  min(room, sys.maxsize))
+    if unpack.unconsumed_tail or len(head) > header + math.prod(shape):
+        raise UserError('{} holds more data than its header says (shape '
+                        '{})'.format(name, shape))
+    if not unpack.eof:
+        raise EOFError('the gzip stream ends early')
+    return head
+
+
 def _read_bytes(path):
     """Contents of ``path``, gunzipped if it is a .gz file."""
     try:
         with open(path, 'rb') as f:
             raw = f.read()
-        return gzip.decompress(raw) if path.endswith('.gz') else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        return _gunzip_idx(raw, path) if path.endswith('.gz') else raw
+    except (OSError, EOFError, zlib.error) as e:
         raise UserError('cannot read {}: {}'.format(path, e))
 
 
@@ -98,20 +124,20 @@ def _find(directory, stem):
 
 def read_split(directory, part):
     """(images uint8 (N, 1, H, W), labels int32 (N,)) of 'train' or 'test'."""
-    stems = FILES[part]
-    images, labels = (parse_idx(_read_bytes(p), p) for p in
-                      (_find(directory, s) for s in stems))
+    image_path, label_path = (_find(directory, s) for s in FILES[part])
+    images = parse_idx(_read_bytes(image_path), image_path)
+    labels = parse_idx(_read_bytes(label_path), label_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise UserError('{}: {} images {} do not match labels {}'.format(
             directory, part, images.shape, labels.shape))
     if images.shape[1:] != (SIDE, SIDE):
-        raise UserError('{}: {} images are {}x{}; MNIST-format images are '
-                        '{}x{}'.format(directory, part, *images.shape[1:],
+        raise UserError('{}: the images are {}x{}; MNIST-format images are '
+                        '{}x{}'.format(image_path, *images.shape[1:],
                                        SIDE, SIDE))
     if len(labels) and labels.max() >= N_CLASSES:
-        raise UserError('{}: {} labels hold {}; MNIST-format labels are 0 to '
-                        '{}'.format(directory, part, labels.max(),
-                                    N_CLASSES - 1))
+        raise UserError('{}: the labels hold {}; MNIST-format labels are 0 '
+                        'to {}'.format(label_path, labels.max(),
+                                       N_CLASSES - 1))
     return images[:, None], labels.astype(numpy.int32)
 
 

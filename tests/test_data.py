@@ -82,10 +82,10 @@ def test_images_and_labels_must_agree(tmp_path):
 
 
 @pytest.mark.parametrize('stem,array,message', [
-    ('t10k-labels-idx1-ubyte', numpy.full(500, 12), 'labels hold 12; '
-     'MNIST-format labels are 0 to 9'),
-    ('t10k-images-idx3-ubyte', numpy.zeros((500, 32, 32)), 'images are '
-     '32x32; MNIST-format images are 28x28'),
+    ('t10k-labels-idx1-ubyte', numpy.full(500, 12), 'labels-idx1-ubyte.gz: '
+     'the labels hold 12; MNIST-format labels are 0 to 9'),
+    ('t10k-images-idx3-ubyte', numpy.zeros((500, 32, 32)), 'images-idx3-'
+     'ubyte.gz: the images are 32x32; MNIST-format images are 28x28'),
 ])
 def test_label_values_and_image_sides_are_checked(tmp_path, stem, array,
                                                    message):
@@ -234,3 +234,17 @@ def test_place_on_canvas():
     lefts = placed[:, 0].any(axis=1).argmax(axis=1)
     assert set(tops) == set(lefts) == set(range(13))   # every position
     assert (placed.sum(axis=(1, 2, 3)) == 28 * 28).all()
+
+
+def test_a_gzipped_idx_file_is_unpacked_no_further_than_its_header_says(
+        tmp_path):
+    """A 1 GB run of zeros behind a header that claims 10 bytes is refused
+    after at most 11 bytes of data are unpacked."""
+    shutil.copytree(MNIST_FIXTURE, tmp_path / 'm')
+    path = tmp_path / 'm' / 't10k-labels-idx1-ubyte.gz'
+    with gzip.open(path, 'wb') as f:
+        f.write(idx_bytes(numpy.zeros(10)))
+        for _ in range(1024):
+            f.write(bytes(1 << 20))
+    with pytest.raises(UserError, match='more data than its header says'):
+        data.load('mnist', str(tmp_path / 'm'), ('test',))
