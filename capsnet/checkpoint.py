@@ -4,6 +4,7 @@ A model file is an .npz of a model's parameters plus its architecture and
 constructor options under ``OPTIONS_KEY``, so it rebuilds its own model.
 """
 import glob
+import inspect
 import json
 import os
 import re
@@ -82,6 +83,43 @@ def _read_npz(path, read):
     return None
 
 
+# What a model file's options may hold: (type, lowest, highest) or choices
+_OPTION_RANGES = {
+    'n_classes': (int, 2, 1000), 'routing': (int, 1, 100),
+    'in_size': (int, 28, 64), 'leaky_slope': (float, 0, 0.999),
+    'dropout': (float, 0, 0.999), 'reconstruct': (bool,),
+    'shared_weights': (bool,), 'capsule_bias': (bool,),
+    'dropout_after': ('last', 'both'),
+}
+
+
+def _check_options(path, architecture, options):
+    """Each option a model file holds is one that ``architecture`` takes,
+    of its type and within what the model can be built with."""
+    takes = inspect.signature(architecture).parameters
+    for name, value in options.items():
+        allowed = _OPTION_RANGES.get(name) if name in takes else None
+        if allowed is None:
+            wrong = 'is not an option of a {} model'.format(architecture.arch)
+        elif isinstance(allowed[0], str):
+            wrong = None if value in allowed else 'must be one of {}'.format(
+                ', '.join(allowed))
+        elif allowed[0] is bool:
+            wrong = None if isinstance(value, bool) else 'must be true or false'
+        else:
+            kind, low, high = allowed
+            ok = (isinstance(value, (int, float)) and
+                  not isinstance(value, bool) and
+                  (kind is float or float(value).is_integer()) and
+                  low <= value <= high)
+            wrong = None if ok else 'must be {} {} in [{}, {}]'.format(
+                'an' if kind is int else 'a',
+                'integer' if kind is int else 'number', low, high)
+        if wrong:
+            raise UserError('{}: option {} holds {!r}; it {}'.format(
+                path, name, value, wrong))
+
+
 def load_model(path):
     """Rebuild the model saved in ``path``, on the CPU."""
     if not os.path.isfile(path):
@@ -94,9 +132,15 @@ def load_model(path):
                             '{})'.format(path, OPTIONS_KEY))
         options = json.loads(str(npz[OPTIONS_KEY]))
         # files without 'arch' predate the baseline: CapsNets
-        architecture = ARCHITECTURES[options.pop('arch', 'capsnet')]
-        models.append(architecture(**dict(architecture.IMPLICIT_OPTIONS,
-                                          **options)))
+        arch = options.pop('arch', 'capsnet')
+        if arch not in ARCHITECTURES:
+            raise UserError('{}: its {} names the architecture {!r}; capsnet '
+                            'has {}'.format(path, OPTIONS_KEY, arch,
+                                            ', '.join(ARCHITECTURES)))
+        architecture = ARCHITECTURES[arch]
+        options = dict(architecture.IMPLICIT_OPTIONS, **options)
+        _check_options(path, architecture, options)
+        models.append(architecture(**options))
         serializers.NpzDeserializer(npz).load(models[0])
 
     failure = _read_npz(path, read)

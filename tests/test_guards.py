@@ -281,3 +281,29 @@ def test_a_model_file_given_to_resume_is_named_as_one(tmp_path):
                       '--save', str(tmp_path / 'run'), '--resume',
                       os.path.join(ROOT, 'saved_model', 'model.npz'))
     assert 'delete' not in line
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'in_size': 1000}, 'option in_size holds 1000; it must be an integer '
+     'in [28, 64]'),
+    ({'routing': 0}, 'option routing holds 0'),
+    ({'reconstruct': 'yes'}, "option reconstruct holds 'yes'; it must be "
+     'true or false'),
+    ({'dropout': 0.5}, 'option dropout holds 0.5; it is not an option of a '
+     'capsnet model'),
+    ({'arch': 'resnet'}, "names the architecture 'resnet'"),
+])
+def test_a_model_files_options_are_checked_before_it_is_built(
+        tmp_path, change, message):
+    """Rewritten options of the shipped model: one line naming the option,
+    never a model built from them (in_size 1000 would ask for 40 GB)."""
+    import json as json_module
+    from capsnet import checkpoint
+    with numpy.load(os.path.join(ROOT, 'saved_model', 'model.npz')) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    options = json_module.loads(str(arrays[checkpoint.OPTIONS_KEY]))
+    arrays[checkpoint.OPTIONS_KEY] = numpy.array(json_module.dumps(
+        dict(options, **change)))
+    numpy.savez(tmp_path / 'model.npz', **arrays)
+    fails_with(message, 'analyze.py', '--load', str(tmp_path / 'model.npz'),
+               '--evaluate', *TINY[:2])
