@@ -28,20 +28,24 @@ def run(command):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--reference', required=True,
                    help='command line of the reference benchmark')
-    p.add_argument('--model', default='capsnet', choices=['capsnet', 'baseline'],
-                   help="this project's model")
+    p.add_argument('--model', default='capsnet',
+                   choices=['capsnet', 'baseline'], help="this project's model")
     p.add_argument('--pairs', type=int, default=3)
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--steps', type=int, default=5)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('-g', '--gpu', type=int, default=-1,
                    help="this project's device; the reference picks its own")
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = build_parser().parse_args()
 
     common = ['--batch', str(args.batch), '--steps', str(args.steps),
               '--warmup', str(args.warmup)]
