@@ -74,12 +74,20 @@ def read_affnist(path):
     try:
         mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
         record = mat['affNISTdata']
-        images = numpy.asarray(record.image, dtype=numpy.uint8)
-        labels = numpy.asarray(record.label_int, dtype=numpy.int32).ravel()
+        images = numpy.asarray(record.image)
+        labels = numpy.asarray(record.label_int).ravel()
     except (OSError, ValueError, KeyError, AttributeError, TypeError,
             scipy.io.matlab.MatReadError) as e:
         raise UserError('cannot read affNIST file {}: {} ({})'.format(
             path, type(e).__name__, e))
+    for name, values, high in (('image', images, 255), ('label_int', labels,
+                                                       9)):
+        if values.dtype.kind not in 'iuf' or values.size and not (
+                (values == numpy.round(values)).all() and
+                0 <= values.min() and values.max() <= high):
+            raise UserError('{}: affNISTdata.{} must hold whole numbers 0 to '
+                            '{}'.format(path, name, high))
+    images, labels = images.astype(numpy.uint8), labels.astype(numpy.int32)
     if images.ndim == 1:                               # a single image
         images = images[:, None]
     if images.shape[0] != 1600 or images.shape[1] != len(labels):

@@ -156,7 +156,10 @@ def check_run_folder(directory, model):
         path = os.path.join(directory, name)
         try:
             with open(path) as f:
-                return json.load(f)
+                value = json.load(f)
+            if value is None:
+                raise ValueError('it holds null')
+            return value
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:      # JSONDecodeError, bad UTF-8
@@ -173,6 +176,13 @@ def check_run_folder(directory, model):
                         'it: a resumed run writes it again in full from its '
                         'snapshot at the next epoch'.format(
                             os.path.join(directory, 'log')))
+    if options is not None and not (isinstance(options, dict) and
+                                    isinstance(options.get('model', {}),
+                                               dict)):
+        raise UserError('{} is damaged (not the options of a run); delete it '
+                        'if this folder was made by the same command, or use '
+                        'another --save folder'.format(
+                            os.path.join(directory, 'options.json')))
     saved = (options or {}).get('model', model.options)
     if dict(type(model).IMPLICIT_OPTIONS, **saved) != model.options:
         raise UserError('{} was made with other model options ({}); use '
