@@ -8,7 +8,6 @@ Chainer's own fused GPU kernel.
 """
 import numpy
 
-import chainer
 from chainer.optimizers import adam
 
 

@@ -76,3 +76,18 @@ def assert_same_loss_and_gradients(reference, other, x, t):
         numpy.testing.assert_allclose(cuda.to_cpu(q.grad),
                                       cuda.to_cpu(p.grad),
                                       atol=1e-4 * scale, err_msg=name)
+
+
+def start_explorer_server():
+    """``analyze.py --serve`` on the shipped model and a free port:
+    (the process, its URL)."""
+    server = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'analyze.py'), '--load',
+         os.path.join(ROOT, 'saved_model'), *DATA, '--serve', '--port', '0',
+         '--explorer-images', '8'],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    if not line.startswith('serving the explorer at '):
+        server.kill()
+        raise AssertionError(line + server.stderr.read())
+    return server, line.split(' at ')[1].split()[0]

@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -21,6 +19,7 @@ from conftest import DATA
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
 from conftest import run
+from conftest import start_explorer_server
 
 MODEL = os.path.join(ROOT, 'saved_model')
 DRIVER = '/usr/bin/chromedriver'
@@ -163,15 +162,8 @@ def post(url, body):
 
 
 def test_the_server_answers_with_the_models_capsules(browser, model):
-    server = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, 'analyze.py'), '--load', MODEL,
-         *DATA, '--serve', '--port', '0', '--explorer-images', '8'],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, url = start_explorer_server()
     try:
-        line = server.stdout.readline()
-        assert line.startswith('serving the explorer at '), \
-            line + server.stderr.read()
-        url = line.split(' at ')[1].split()[0]
         images, _ = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
         image = images[7, 0].astype(numpy.float32) / 255
         status, answer = post(url, json.dumps(
@@ -218,15 +210,8 @@ def test_the_server_serves_many_clients_and_no_silent_one_stalls_it(model):
     import socket
     import time
     from concurrent.futures import ThreadPoolExecutor
-    server = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, 'analyze.py'), '--load', MODEL,
-         *DATA, '--serve', '--port', '0', '--explorer-images', '8'],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, url = start_explorer_server()
     try:
-        line = server.stdout.readline()
-        assert line.startswith('serving the explorer at '), \
-            line + server.stderr.read()
-        url = line.split(' at ')[1].split()[0]
         port = int(url.rsplit(':', 1)[1].strip('/'))
         images, _ = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
         bodies = [json.dumps({'image': (images[k, 0] / 255).ravel().tolist()})

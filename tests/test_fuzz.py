@@ -9,8 +9,6 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
@@ -23,6 +21,7 @@ from conftest import MNIST_FIXTURE
 from conftest import ROOT
 from conftest import TINY
 from conftest import run
+from conftest import start_explorer_server
 
 MODEL = os.path.join(ROOT, 'saved_model', 'model.npz')
 CASES = 4                       # mutations per reader
@@ -249,13 +248,8 @@ def test_mutated_run_folders_stop_with_one_line(reader, tmp_path,
 def test_mutated_request_bodies_get_a_400(tmp_path):
     """The server's JSON body: each mutation of a valid request is answered
     400 with an error, and the server goes on answering."""
-    server = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, 'analyze.py'), '--load', MODEL,
-         '--data-dir', MNIST_FIXTURE, '--serve', '--port', '0',
-         '--explorer-images', '4'],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, url = start_explorer_server()
     try:
-        url = server.stdout.readline().split(' at ')[1].split()[0]
         rng = numpy.random.RandomState(0)
         valid = [0.5] * 784
 
