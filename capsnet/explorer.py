@@ -20,6 +20,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 
 import numpy
@@ -185,6 +186,15 @@ class CapsuleHandler(http.server.BaseHTTPRequestHandler):
         return image
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    """A thread per connection; a client that went away (a closed or
+    timed-out socket) is no error to print."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 def serve(model, device, data, port):
     """Serve the page and the model on 127.0.0.1:``port`` (0: any free
     port) until Ctrl-C; prints the address first."""
@@ -192,8 +202,7 @@ def serve(model, device, data, port):
         page=render_page(data, served=True).encode(), model=model,
         device=device, lock=threading.Lock()))
     try:
-        server = http.server.ThreadingHTTPServer(('127.0.0.1', port),
-                                                 handler)
+        server = _Server(('127.0.0.1', port), handler)
     except OSError as e:
         raise UserError('cannot serve on port {}: {}'.format(
             port, e.strerror or e))
