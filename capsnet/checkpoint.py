@@ -58,7 +58,8 @@ def save_model(path, model):
     arrays = dict(serializer.target)
     arrays[OPTIONS_KEY] = numpy.array(json.dumps(
         dict(model.options, arch=model.arch)))
-    atomic_write(path, lambda f: numpy.savez_compressed(f, **arrays))
+    # uncompressed: zlib took 1.5 s for 7% of a CapsNet's 33 MB
+    atomic_write(path, lambda f: numpy.savez(f, **arrays))
 
 
 def model_path(load):
