@@ -1,12 +1,13 @@
 """The capsule explorer: one self-contained web page, and a local server.
 
-``write_page`` inlines the page in ``capsnet/web/`` (HTML, JS, CSS), the
+``render_page`` inlines the page in ``capsnet/web/`` (HTML, JS, CSS), the
 decoder's weights (float16, base64) and the gallery's data into one HTML file
 that opens from disk. The page runs the decoder (160 -> 512 -> 1024 -> 784)
 itself, so every slider move redraws at once without a server.
 
-``serve`` serves the same page and answers ``POST /capsules`` with the digit
-capsules of a drawn image, from the real Chainer model.
+``serve`` (``make_server``) serves the same page and answers ``POST
+/capsules`` with the digit capsules of a drawn image, from the real Chainer
+model.
 
 Page data (``window.CAPSNET``), for N gallery images, J digit capsules of D
 dimensions on a G x G primary grid:
@@ -178,12 +179,13 @@ class CapsuleHandler(http.server.BaseHTTPRequestHandler):
         """The posted image as float32 (S*S,) in [0, 1], or ValueError."""
         body = json.loads(self.rfile.read(length))
         side = self.model.options['in_size']
-        image = numpy.asarray(body['image'], dtype=numpy.float32)
+        # checked as float64: 1e300 is out of range, not float32's inf
+        image = numpy.asarray(body['image'], dtype=numpy.float64)
         if image.size != side * side or not numpy.all(
                 (image >= 0) & (image <= 1)):
             raise ValueError('"image" must be {} numbers in [0, 1]'.format(
                 side * side))
-        return image
+        return image.astype(numpy.float32)
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -195,17 +197,23 @@ class _Server(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def serve(model, device, data, port):
-    """Serve the page and the model on 127.0.0.1:``port`` (0: any free
-    port) until Ctrl-C; prints the address first."""
+def make_server(model, device, data, port):
+    """The page and the model on 127.0.0.1:``port`` (0: any free port),
+    bound and ready to ``serve_forever``."""
     handler = type('Handler', (CapsuleHandler,), dict(
         page=render_page(data, served=True).encode(), model=model,
         device=device, lock=threading.Lock()))
     try:
-        server = _Server(('127.0.0.1', port), handler)
+        return _Server(('127.0.0.1', port), handler)
     except OSError as e:
         raise UserError('cannot serve on port {}: {}'.format(
             port, e.strerror or e))
+
+
+def serve(model, device, data, port):
+    """Serve the page and the model on 127.0.0.1:``port`` (0: any free
+    port) until Ctrl-C; prints the address first."""
+    server = make_server(model, device, data, port)
     # Ctrl-C stops it, also where SIGINT came ignored (a shell's background
     # job), which leaves Python without its KeyboardInterrupt
     signal.signal(signal.SIGINT, signal.default_int_handler)
