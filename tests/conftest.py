@@ -1,6 +1,10 @@
+import contextlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
+import threading
 import types
 
 try:
@@ -15,10 +19,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import capsnet  # noqa: E402,F401  (patches chainer before tests import it)
+import chainer  # noqa: E402
 import numpy  # noqa: E402
 import pytest  # noqa: E402
 from chainer.backends import cuda  # noqa: E402
 
+from capsnet import cli  # noqa: E402
+from capsnet import data  # noqa: E402
+from capsnet import explorer  # noqa: E402
+from capsnet import guards  # noqa: E402
 from capsnet.model import CapsNetLoss  # noqa: E402
 
 MNIST_FIXTURE = os.path.join(ROOT, 'tests', 'data', 'mnist')
@@ -50,6 +59,53 @@ def fails_with(message, script, *args):
     return lines[0]
 
 
+_modules = {}
+
+
+def script_module(script):
+    """A script (train.py, analyze.py, ...) imported once as a module."""
+    if script not in _modules:
+        spec = importlib.util.spec_from_file_location(
+            'script_' + os.path.basename(script)[:-3],
+            os.path.join(ROOT, script))
+        _modules[script] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_modules[script])
+    return _modules[script]
+
+
+def run_here(script, *args, check=True):
+    """``script`` run in this process as its ``__main__`` runs it (through
+    cli.run), with ``run``'s result. For what one command does; the process
+    itself (exit, signals, output on a kill) is tested with ``run``."""
+    main = script_module(script).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = cli.run(lambda: main(list(args)))
+        except SystemExit as e:                 # argparse's refusals
+            status = e.code
+        finally:
+            # train.py holds its folder until its process ends: here, until
+            # its main() does
+            while guards._held:
+                guards._held.pop().file.close()
+    result = subprocess.CompletedProcess([script, *args], status,
+                                         out.getvalue(), err.getvalue())
+    if check:
+        assert status == 0, result.stderr[-3000:]
+    return result
+
+
+def refuses(message, script, *args):
+    """In this process: the command stops with status 1 and one
+    'error: ...' line naming the problem; returns that line."""
+    result = run_here(script, *args, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith('error: ') and message in lines[0], lines[0]
+    return lines[0]
+
+
 def assert_same_training_state(snapshot, other):
     with numpy.load(snapshot) as a, numpy.load(other) as b:
         keys = [k for k in a.files if k.startswith(('updater/model:main/',
@@ -61,7 +117,8 @@ def assert_same_training_state(snapshot, other):
 
 def assert_same_loss_and_gradients(reference, other, x, t):
     """Two CapsNets with the same weights, each on its own device, give the
-    same CapsNetLoss on (x, t) and the same gradient for every parameter."""
+    same CapsNetLoss on (x, t) and the same gradient for every parameter,
+    each computed on its model's device."""
     losses = []
     for model in (reference, other):
         loss = CapsNetLoss(model)
@@ -69,6 +126,8 @@ def assert_same_loss_and_gradients(reference, other, x, t):
         value = loss(model.device.send(x), model.device.send(t))
         value.backward()
         losses.append(float(value.array))
+        assert all(chainer.backend.get_device_from_array(p.grad) ==
+                   model.device for p in model.params())
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     for (name, p), (_, q) in zip(sorted(reference.namedparams()),
                                  sorted(other.namedparams())):
@@ -76,6 +135,26 @@ def assert_same_loss_and_gradients(reference, other, x, t):
         numpy.testing.assert_allclose(cuda.to_cpu(q.grad),
                                       cuda.to_cpu(p.grad),
                                       atol=1e-4 * scale, err_msg=name)
+
+
+@contextlib.contextmanager
+def explorer_server(model, gallery=8):
+    """The explorer's server (explorer.make_server) on ``model`` and the
+    first ``gallery`` fixture test digits, in a thread of this process, on a
+    free port: yields its URL."""
+    images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
+    device = chainer.get_device('@numpy')
+    page = explorer.page_data(model, images, labels, numpy.arange(gallery),
+                              device)
+    server = explorer.make_server(model, device, page, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield 'http://127.0.0.1:{}/'.format(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def start_explorer_server():

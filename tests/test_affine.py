@@ -1,6 +1,7 @@
 """Affine change of test digits and the affNIST reader."""
 import numpy
 import pytest
+import scipy.io
 
 from capsnet import affine
 from capsnet.errors import UserError
@@ -51,13 +52,12 @@ def test_random_maps_stay_within_their_strengths_and_follow_the_seed():
 
 
 def test_read_affnist(tmp_path):
-    scipy_io = pytest.importorskip('scipy.io')
     images = numpy.random.RandomState(2).randint(
         0, 256, (3, 40, 40)).astype(numpy.uint8)
     labels = numpy.array([7, 0, 3])
     path = tmp_path / 'batch.mat'
     # affNIST's layout: one column of 1600 row-ordered pixels per image
-    scipy_io.savemat(path, {'affNISTdata': {
+    scipy.io.savemat(path, {'affNISTdata': {
         'image': images.reshape(3, 1600).T, 'label_int': labels}})
     read_images, read_labels = affine.read_affnist(str(path))
     numpy.testing.assert_array_equal(read_images[:, 0], images)

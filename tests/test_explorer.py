@@ -1,12 +1,18 @@
-"""The capsule explorer in a real browser (headless Chromium via Selenium):
-the page from disk, its in-page decoder against Chainer's, its sliders and
-gallery, and the local server with a real model behind it."""
+"""The capsule explorer: its page data, page and HTTP API in this process,
+then in a real browser (headless Chromium via Selenium): the page from disk,
+its in-page decoder against Chainer's, its sliders and gallery, and the
+local server with a real model behind it."""
+import base64
 import json
 import os
+import re
 import shutil
 import signal
+import socket
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 import pytest
@@ -15,9 +21,11 @@ import chainer
 from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import data
+from capsnet import explorer
 from conftest import DATA
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
+from conftest import explorer_server
 from conftest import run
 from conftest import start_explorer_server
 
@@ -25,6 +33,175 @@ MODEL = os.path.join(ROOT, 'saved_model')
 DRIVER = '/usr/bin/chromedriver'
 HOW = ('apt-get install chromium chromium-driver (Debian) and pip install '
        'selenium')
+
+
+@pytest.fixture(scope='module')
+def model():
+    return checkpoint.load_model(os.path.join(MODEL, 'model.npz'))
+
+
+@pytest.fixture(scope='module')
+def test_images():
+    return data.load('mnist', MNIST_FIXTURE, ('test',))['test']
+
+
+def model_capsules(model, images):
+    """Capsules v (N, J, D) and couplings (N, J, I) of uint8 images
+    (N, 1, 28, 28), straight from the model."""
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        v, c = model.capsules(images.astype(numpy.float32) / 255)
+    return v.array, c.array
+
+
+def from_record(record):
+    return numpy.frombuffer(base64.b64decode(record['data']),
+                            dtype=record['dtype']).reshape(record['shape'])
+
+
+def test_page_data_is_what_the_model_computed(model, test_images):
+    images, labels = test_images
+    indices = numpy.array([3, 0, 7])
+    page = explorer.page_data(model, images, labels, indices,
+                              chainer.get_device('@numpy'))
+    assert (page['side'], page['grid']) == (28, 6)
+    assert page['indices'] == [3, 0, 7]
+    assert page['labels'] == labels[indices].tolist()
+    numpy.testing.assert_array_equal(from_record(page['images']),
+                                     images[indices, 0])
+    v, c = model_capsules(model, images[indices])
+    numpy.testing.assert_allclose(page['capsules'], v, atol=1e-6)
+    assert page['predicted'] == numpy.linalg.norm(v, axis=2).argmax(
+        axis=1).tolist()
+    # the couplings averaged over the 32 types at each of the 6x6 places
+    couplings = numpy.array(page['couplings'])
+    assert couplings.shape == (3, 10, 36)
+    numpy.testing.assert_allclose(
+        couplings, c.reshape(3, 10, 36, 32).mean(axis=3), atol=1e-5)
+    numpy.testing.assert_allclose(couplings.sum(axis=1), 1, atol=1e-4)
+    # the decoder in float16, layer by layer
+    layers = [p.array for fc in (model.fc1, model.fc2, model.fc3)
+              for p in (fc.W, fc.b)]
+    assert len(page['decoder']) == len(layers)
+    for record, want in zip(page['decoder'], layers):
+        assert record['dtype'] == 'float16'
+        numpy.testing.assert_allclose(from_record(record), want, rtol=1e-3,
+                                      atol=1e-4)
+
+
+def inlined_data(page):
+    """The page's ``window.CAPSNET``, read back."""
+    found = re.findall(r'<script>window\.CAPSNET = (.*?);</script>', page,
+                       flags=re.S)
+    assert len(found) == 1
+    return json.loads(found[0])
+
+
+def test_the_page_inlines_its_parts_and_data_nothing_can_break_out_of():
+    hostile = {'note': '</script><script>alert(1)</script>', 'labels': [1]}
+    page = explorer.render_page(hostile)
+    assert inlined_data(page) == dict(hostile, served=False)
+    assert '<script>alert(1)' not in page
+    # the style and script are in the page, not fetched beside it
+    assert 'href="explorer.css"' not in page
+    assert 'src="explorer.js"' not in page
+    with open(os.path.join(explorer.WEB, 'explorer.js')) as f:
+        assert f.read() in page
+    assert inlined_data(explorer.render_page(hostile, served=True))[
+        'served'] is True
+
+
+def request(url, body=None, path='capsules'):
+    """(status, parsed JSON or the text) of a GET (no body) or POST."""
+    req = urllib.request.Request(url + path, data=body)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+def image_body(image):
+    return json.dumps({'image': (image / 255).ravel().tolist()}).encode()
+
+
+def test_the_server_answers_with_the_models_capsules(model, test_images):
+    images, _ = test_images
+    with explorer_server(model) as url:
+        status, page = request(url, path='')
+        assert status == 200 and inlined_data(page)['served'] is True
+        assert request(url, path='nothing.html')[0] == 404
+        assert request(url, b'{}', path='other')[0] == 404
+        status, answer = request(url, image_body(images[7, 0]))
+        assert status == 200
+        v, c = model_capsules(model, images[7:8])
+        numpy.testing.assert_allclose(answer['capsules'], v[0], atol=1e-5)
+        numpy.testing.assert_allclose(answer['lengths'],
+                                      numpy.linalg.norm(v[0], axis=1),
+                                      atol=1e-5)
+        assert answer['predicted'] == int(numpy.linalg.norm(
+            v[0], axis=1).argmax())
+        numpy.testing.assert_allclose(
+            answer['couplings'], c[0].reshape(10, 36, 32).mean(axis=2),
+            atol=1e-5)
+        for bad in (b'not json', b'{}', b'{"image": [1, 2]}',
+                    json.dumps({'image': [2.0] * 784}).encode(),
+                    json.dumps({'image': 'x' * 784}).encode()):
+            status, answer = request(url, bad)
+            assert status == 400 and answer['error'], bad
+        assert request(url, image_body(images[7, 0]))[0] == 200
+
+
+def test_many_clients_are_answered_and_no_silent_one_stalls_them(
+        model, test_images):
+    """An idle connection and a short body hold up no one, 20 clients x 10
+    requests are all answered right, and a 100 MB body is refused before
+    it is sent."""
+    images, _ = test_images
+    v, _ = model_capsules(model, images[:20])
+    want = numpy.linalg.norm(v, axis=2).argmax(axis=1).tolist()
+    with explorer_server(model) as url:
+        port = int(url.rsplit(':', 1)[1].strip('/'))
+        idle = socket.create_connection(('127.0.0.1', port))
+        short = socket.create_connection(('127.0.0.1', port))
+        short.sendall(b'POST /capsules HTTP/1.1\r\nContent-Length: 1000\r\n'
+                      b'\r\n{"image": [')
+        start = time.monotonic()
+        status, answer = request(url, image_body(images[0, 0]))
+        assert status == 200 and answer['predicted'] == want[0]
+        assert time.monotonic() - start < 2
+
+        def client(k):
+            return [request(url, image_body(images[k, 0]))[1]['predicted']
+                    for _ in range(10)]
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(client, range(20)))
+        assert answers == [[w] * 10 for w in want]
+
+        huge = socket.create_connection(('127.0.0.1', port))
+        start = time.monotonic()
+        huge.sendall(b'POST /capsules HTTP/1.1\r\nContent-Length: '
+                     b'100000000\r\n\r\n')
+        huge.settimeout(10)
+        assert huge.recv(100).startswith(b'HTTP/1.0 413')
+        assert time.monotonic() - start < 2
+        for connection in (idle, short, huge):
+            connection.close()
+
+
+def test_serve_prints_its_address_and_ctrl_c_stops_it_quietly():
+    server, url = start_explorer_server()
+    try:
+        assert request(url, path='')[0] == 200
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert out.strip().endswith('stopped') and not err.strip()
 
 
 def skip_or_fail(reason):
@@ -50,11 +227,6 @@ def browser():
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
-
-
-@pytest.fixture(scope='module')
-def model():
-    return checkpoint.load_model(os.path.join(MODEL, 'model.npz'))
 
 
 @pytest.fixture(scope='module')
@@ -150,40 +322,13 @@ def test_picking_another_digit_shows_its_lengths(opened):
     assert not errors(opened)
 
 
-def post(url, body):
-    request = urllib.request.Request(
-        url + 'capsules', data=body,
-        headers={'Content-Type': 'application/json'})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def test_the_server_answers_with_the_models_capsules(browser, model):
-    server, url = start_explorer_server()
-    try:
-        images, _ = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
-        image = images[7, 0].astype(numpy.float32) / 255
-        status, answer = post(url, json.dumps(
-            {'image': image.ravel().tolist()}).encode())
-        assert status == 200
-        with chainer.using_config('train', False), \
-                chainer.no_backprop_mode():
-            v, c = model.capsules(image[None, None])
-        numpy.testing.assert_allclose(answer['capsules'], v.array[0],
-                                      atol=1e-5)
-        expected = int(numpy.linalg.norm(v.array[0], axis=1).argmax())
-        assert answer['predicted'] == expected
-        for bad in (b'not json', b'{}', b'{"image": [1, 2]}',
-                    json.dumps({'image': [2.0] * 784}).encode(),
-                    json.dumps({'image': 'x' * 784}).encode()):
-            status, answer = post(url, bad)
-            assert status == 400 and answer['error'], bad
-        assert post(url, json.dumps(
-            {'image': image.ravel().tolist()}).encode())[0] == 200
-        # the served page: the drawing panel, and a drawn digit round trip
+def test_the_served_page_draws_and_sends_a_digit(browser, model,
+                                                  test_images):
+    images, _ = test_images
+    image = images[7, 0].astype(numpy.float32) / 255
+    v, _ = model_capsules(model, images[7:8])
+    expected = int(numpy.linalg.norm(v[0], axis=1).argmax())
+    with explorer_server(model) as url:
         browser.get(url)
         assert browser.find_element('id', 'draw-panel').is_displayed()
         predicted = browser.execute_async_script(
@@ -195,59 +340,3 @@ def test_the_server_answers_with_the_models_capsules(browser, model):
         assert 'Drawn digit' in browser.find_element('id',
                                                      'digit-title').text
         assert not errors(browser)
-        server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=30)
-    finally:
-        server.kill()
-    assert server.returncode == 0, err
-    assert out.strip().endswith('stopped') and not err.strip()
-
-
-def test_the_server_serves_many_clients_and_no_silent_one_stalls_it(model):
-    """No browser needed: an idle connection and a short body hold up no
-    one, 20 clients x 10 requests are all answered right, a 100 MB body is
-    refused before it is sent, and Ctrl-C still stops the server."""
-    import socket
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-    server, url = start_explorer_server()
-    try:
-        port = int(url.rsplit(':', 1)[1].strip('/'))
-        images, _ = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
-        bodies = [json.dumps({'image': (images[k, 0] / 255).ravel().tolist()})
-                  .encode() for k in range(20)]
-        with chainer.using_config('train', False), \
-                chainer.no_backprop_mode():
-            v, _ = model.capsules(images[:20].astype(numpy.float32) / 255)
-        want = numpy.linalg.norm(v.array, axis=2).argmax(axis=1).tolist()
-
-        idle = socket.create_connection(('127.0.0.1', port))
-        short = socket.create_connection(('127.0.0.1', port))
-        short.sendall(b'POST /capsules HTTP/1.1\r\nContent-Length: 1000\r\n'
-                      b'\r\n{"image": [')
-        start = time.monotonic()
-        status, answer = post(url, bodies[0])
-        assert status == 200 and answer['predicted'] == want[0]
-        assert time.monotonic() - start < 2
-
-        def client(k):
-            return [post(url, bodies[k])[1]['predicted'] for _ in range(10)]
-        with ThreadPoolExecutor(20) as pool:
-            answers = list(pool.map(client, range(20)))
-        assert answers == [[w] * 10 for w in want]
-
-        huge = socket.create_connection(('127.0.0.1', port))
-        start = time.monotonic()
-        huge.sendall(b'POST /capsules HTTP/1.1\r\nContent-Length: 100000000'
-                     b'\r\n\r\n')
-        huge.settimeout(10)
-        assert huge.recv(100).startswith(b'HTTP/1.0 413')
-        assert time.monotonic() - start < 2
-        for connection in (idle, short, huge):
-            connection.close()
-        server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=30)
-    finally:
-        server.kill()
-    assert server.returncode == 0, err
-    assert out.strip().endswith('stopped') and not err.strip()

@@ -3,8 +3,8 @@ the flags: header fields, counts, sides, values, dtypes, truncation, wrong
 types, missing and extra keys, each drawn with a fixed seed. The real
 command must then stop with one line, ``error: ...``, and exit status 1:
 never a traceback, never a run that goes on with a wrong value. A new reader
-joins by one entry in READERS."""
-import concurrent.futures
+joins by one entry in READERS. The commands run in this process (their
+main(), through cli.run as their scripts do)."""
 import gzip
 import json
 import os
@@ -20,8 +20,9 @@ from capsnet.model import CapsNet
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
 from conftest import TINY
+from conftest import explorer_server
 from conftest import run
-from conftest import start_explorer_server
+from conftest import run_here
 
 MODEL = os.path.join(ROOT, 'saved_model', 'model.npz')
 CASES = 4                       # mutations per reader
@@ -207,7 +208,7 @@ RUN_FOLDER_READERS = {name: mutate_run_folder(name) for name in
 
 
 def stops_with_one_line(command):
-    result = run(*command, check=False)
+    result = run_here(*command, check=False)
     lines = result.stderr.strip().splitlines()
     return (result.returncode == 1 and len(lines) == 1 and
             lines[0].startswith('error: ')), result.stderr[-1500:]
@@ -219,9 +220,7 @@ def fuzz(make, tmp_path, *extra):
         tmp = tmp_path / str(seed)
         tmp.mkdir()
         cases.append(make(numpy.random.RandomState(seed), tmp, *extra))
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(stops_with_one_line,
-                                 [command for _, command in cases]))
+    outcomes = [stops_with_one_line(command) for _, command in cases]
     bad = [(kind, stderr) for (kind, _), (ok, stderr) in zip(cases, outcomes)
            if not ok]
     assert not bad, bad
@@ -248,8 +247,7 @@ def test_mutated_run_folders_stop_with_one_line(reader, tmp_path,
 def test_mutated_request_bodies_get_a_400(tmp_path):
     """The server's JSON body: each mutation of a valid request is answered
     400 with an error, and the server goes on answering."""
-    server, url = start_explorer_server()
-    try:
+    with explorer_server(checkpoint.load_model(MODEL)) as url:
         rng = numpy.random.RandomState(0)
         valid = [0.5] * 784
 
@@ -282,5 +280,3 @@ def test_mutated_request_bodies_get_a_400(tmp_path):
             status, answer = post(raw)
             assert status == 400 and answer.get('error'), (kind, answer)
         assert post(json.dumps({'image': valid}).encode())[0] == 200
-    finally:
-        server.kill()

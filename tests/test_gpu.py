@@ -1,8 +1,13 @@
-"""The GPU path (CuPy, ``-g 0``) gives the CPU's values and gradients.
+"""The GPU path (CuPy, ``-g 0``) gives the CPU's values and gradients, and
+computes them on the GPU.
 
 Skipped where CuPy or a CUDA device is missing, as on CI; run on a machine
-with a GPU. Each case runs the same code on NumPy and on CuPy inputs.
+with a GPU. There ``CAPSNET_REQUIRE_GPU=1`` turns the skip into a failure,
+so that a broken CuPy or driver cannot pass for a machine without a GPU.
+Each case runs the same code on NumPy and on CuPy inputs.
 """
+import os
+
 import numpy
 import pytest
 
@@ -16,16 +21,29 @@ from capsnet.model import CapsNet
 from conftest import assert_same_loss_and_gradients
 
 
-def _gpu_usable():
+def _gpu_problem():
+    """Why the GPU path cannot run here, or None."""
     if not cuda.available:
-        return False
+        return 'CuPy is missing or cannot load CUDA'
     try:
-        return cuda.cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+        count = cuda.cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:
+        return 'CUDA does not work: {}'.format(e)
+    return None if count else 'no CUDA device'
 
 
-pytestmark = pytest.mark.skipif(not _gpu_usable(), reason='no CUDA device')
+PROBLEM = _gpu_problem()
+
+
+def on_gpu(array):
+    return isinstance(array, cuda.cupy.ndarray)
+
+
+@pytest.fixture(autouse=True)
+def gpu():
+    if PROBLEM:
+        required = os.environ.get('CAPSNET_REQUIRE_GPU') == '1'
+        (pytest.fail if required else pytest.skip)(PROBLEM)
 
 
 def values_and_gradients(f, inputs, device):
@@ -37,7 +55,12 @@ def values_and_gradients(f, inputs, device):
     gys = [chainer.Variable(device.send(
         numpy.asarray(rng.randn(*y.shape), dtype=y.dtype))) for y in ys]
     grads = chainer.grad(list(ys), xs, grad_outputs=gys)
-    return [cuda.to_cpu(v.array) for v in list(ys) + list(grads)]
+    results = [v.array for v in list(ys) + list(grads)]
+    # computed where the inputs are: a result made on the host would match
+    # the CPU's values too
+    assert all(chainer.backend.get_device_from_array(a) == device
+               for a in results), [type(a) for a in results]
+    return [cuda.to_cpu(a) for a in results]
 
 
 def same_on_cpu_and_gpu(f, inputs, rtol=1e-4, atol=1e-4):
@@ -127,7 +150,9 @@ def test_evaluation_with_frozen_weights():
         want = model.predict(x).array
         model.to_device('@cupy:0')
         with kernels.frozen_weights():
-            got = cuda.to_cpu(model.predict(model.device.send(x)).array)
+            got = model.predict(model.device.send(x)).array
+    assert on_gpu(got)
+    got = cuda.to_cpu(got)
     numpy.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -146,4 +171,4 @@ def test_baseline_runs():
     x = model.device.send(numpy.zeros((2, 1, 28, 28), dtype=numpy.float32))
     with chainer.using_config('train', False):
         y = model.predict(x)
-    assert y.shape == (2, 10) and isinstance(y.array, cuda.cupy.ndarray)
+    assert y.shape == (2, 10) and on_gpu(y.array)

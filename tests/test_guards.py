@@ -14,21 +14,22 @@ import pytest
 from conftest import ROOT
 from conftest import TINY
 from conftest import assert_same_training_state
-from conftest import fails_with
+from conftest import refuses
 from conftest import run
+from conftest import run_here
 
 # 4 iterations an epoch; no validation, so the model is written every epoch
 RUN = [*TINY, '--val-size', '0', '--snapshot-interval', '3']
 
 
 def train(out, epochs, *prefix, check=True):
-    """train.py on RUN for ``epochs`` into ``out``, behind a tests/faults.py
-    ``prefix`` if one is given."""
+    """train.py on RUN for ``epochs`` into ``out``: behind a tests/faults.py
+    ``prefix`` in a process of its own if one is given, else in this one."""
     args = [*RUN, '-e', str(epochs), '--save', str(out)]
     if prefix:
         return run('tests/faults.py', *prefix, 'train.py', *args,
                    check=check)
-    return run('train.py', *args, check=check)
+    return run_here('train.py', *args, check=check)
 
 
 def contents(folder):
@@ -116,7 +117,7 @@ def test_a_run_stopped_before_its_first_validation_resumes(tmp_path):
                  *args, check=False)
     assert one_line(result, 128 + signal.SIGINT).startswith(
         'SIGINT at iteration 2')
-    result = run('train.py', *RUN, *args)
+    result = run_here('train.py', *RUN, *args)
     assert '(iteration 2)' in result.stdout
     assert 'validation/main/accuracy' in (out / 'log').read_text()
 
@@ -162,7 +163,7 @@ def test_one_writer_per_folder_and_a_dead_holders_lock_is_taken(tmp_path):
             assert holder.poll() is None and time.time() < deadline
             time.sleep(0.05)
         assert (out / '.lock').read_text().strip() == str(holder.pid)
-        fails_with('in use by another training run (pid {})'.format(
+        refuses('in use by another training run (pid {})'.format(
             holder.pid), 'train.py', *RUN, '--save', str(out))
         # SIGTERM from outside: a snapshot of the current iteration, one line
         holder.send_signal(signal.SIGTERM)
@@ -209,13 +210,13 @@ def test_loading_never_unpickles(one_epoch, tmp_path):
                         'updater/model:main/model/conv1/W', trace,
                         hostile / 'snapshot_iter_9')
     for extra in (['--resume', str(hostile / 'snapshot_iter_9')], []):
-        fails_with('needs pickle', 'train.py', *RUN, '-e', '3', '--save',
-                   str(hostile), *extra)
+        refuses('needs pickle', 'train.py', *RUN, '-e', '3', '--save',
+                str(hostile), *extra)
     # a model file
     with_pickled_object(one_epoch / 'model.npz', 'conv1/W', trace,
                         tmp_path / 'model.npz')
-    fails_with('needs pickle', 'analyze.py', '--load',
-               str(tmp_path / 'model.npz'), '--evaluate', *TINY[:2])
+    refuses('needs pickle', 'analyze.py', '--load',
+            str(tmp_path / 'model.npz'), '--evaluate', *TINY[:2])
     assert not trace.exists()
     # the test can fail: with pickle allowed, the trace appears
     with numpy.load(tmp_path / 'model.npz', allow_pickle=True) as npz:
@@ -239,8 +240,8 @@ def test_a_damaged_file_in_the_folder_is_named_with_what_to_do(
               'same command', 'log': 'delete it: a resumed run writes it',
               'snapshot_iter_4': 'delete it to resume from the snapshot '
               'before it'}[name]
-    line = fails_with(message, 'train.py', *RUN, '-e', '2', '--save',
-                      str(resumable))
+    line = refuses(message, 'train.py', *RUN, '-e', '2', '--save',
+                   str(resumable))
     assert advice in line
 
 
@@ -277,9 +278,9 @@ def test_a_baseline_saved_before_dropout_after_existed_keeps_both(tmp_path):
 
 
 def test_a_model_file_given_to_resume_is_named_as_one(tmp_path):
-    line = fails_with('is a model file, not a snapshot', 'train.py', *RUN,
-                      '--save', str(tmp_path / 'run'), '--resume',
-                      os.path.join(ROOT, 'saved_model', 'model.npz'))
+    line = refuses('is a model file, not a snapshot', 'train.py', *RUN,
+                   '--save', str(tmp_path / 'run'), '--resume',
+                   os.path.join(ROOT, 'saved_model', 'model.npz'))
     assert 'delete' not in line
 
 
@@ -305,5 +306,5 @@ def test_a_model_files_options_are_checked_before_it_is_built(
     arrays[checkpoint.OPTIONS_KEY] = numpy.array(json_module.dumps(
         dict(options, **change)))
     numpy.savez(tmp_path / 'model.npz', **arrays)
-    fails_with(message, 'analyze.py', '--load', str(tmp_path / 'model.npz'),
-               '--evaluate', *TINY[:2])
+    refuses(message, 'analyze.py', '--load', str(tmp_path / 'model.npz'),
+            '--evaluate', *TINY[:2])

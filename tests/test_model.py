@@ -3,6 +3,7 @@ import numpy
 import pytest
 
 import chainer
+import chainer.functions as F
 
 from capsnet.model import CapsNet
 from capsnet.model import CapsNetLoss
@@ -155,11 +156,20 @@ def test_baseline_cnn_parameters_and_shapes():
     model = BaselineCNN()
     # 6,656 + 1,638,656 + 819,328 + 32,915,784 + 63,168 + 1,930
     assert n_params(model) == 35445522
-    x = numpy.zeros((2, 1, 28, 28), dtype=numpy.float32)
+    x = numpy.random.RandomState(0).rand(2, 1, 28, 28).astype(numpy.float32)
     with chainer.using_config('train', False):
-        assert model(x).shape == (2, 10)
-        numpy.testing.assert_array_equal(model.predict(x).array,
-                                         model(x).array)
+        scores = model.predict(x).array
+    # the logits by hand from the layers' weights, Chainer's own convolution
+    # and no dropout (evaluation)
+    h = x
+    for conv in (model.conv1, model.conv2, model.conv3):
+        h = F.relu(F.convolution_2d(h, conv.W, conv.b, pad=2)).array
+    h = h.reshape(len(h), -1)
+    for fc in (model.fc1, model.fc2):
+        h = numpy.maximum(h @ fc.W.array.T + fc.b.array, 0)
+    logits = h @ model.fc3.W.array.T + model.fc3.b.array
+    assert scores.shape == (2, 10)
+    numpy.testing.assert_allclose(scores, logits, rtol=1e-4, atol=1e-5)
 
 
 class CountCalls(chainer.FunctionHook):

@@ -46,7 +46,6 @@ def test_each_digit_sits_whole_within_4_pixels_of_the_centre(mnist, pairs):
         _, _, singles = pairs[n]
         first = images[n // 3, 0]
         single = singles[0, 0]
-        ys, xs = numpy.nonzero(single)
         found = None
         for top in range(9):                      # offsets 0..8: centre +-4
             for left in range(9):
@@ -55,7 +54,6 @@ def test_each_digit_sits_whole_within_4_pixels_of_the_centre(mnist, pairs):
                         window.sum() == single.sum():
                     found = top, left
         assert found is not None, n
-        assert ys.min() >= 0 and ys.max() < 36 and xs.max() < 36
 
 
 def test_shifts_stay_in_bounds_and_cover_them():
@@ -70,8 +68,9 @@ def test_the_same_seed_gives_the_same_pairs(mnist):
     a = multimnist.fixed_pairs(*mnist, 1, seed=5)
     b = multimnist.fixed_pairs(*mnist, 1, seed=5)
     c = multimnist.fixed_pairs(*mnist, 1, seed=6)
-    for k in (0, 1, 2):
-        numpy.testing.assert_array_equal(a[:20][3][k], b[:20][3][k])
+    for pair_a, pair_b in zip(a[:20], b[:20]):
+        for part_a, part_b in zip(pair_a, pair_b):   # image, labels, singles
+            numpy.testing.assert_array_equal(part_a, part_b)
     assert not all((x[0] == y[0]).all() for x, y in zip(a[:20], c[:20]))
 
 

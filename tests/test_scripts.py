@@ -1,5 +1,7 @@
 """train.py and analyze.py as a user runs them: end to end, killed and
-resumed, and every kind of bad input."""
+resumed, and every kind of bad input. The commands run in this process
+(their main(), as their scripts run it) where the process is not what is
+under test: a kill, and the exit status and stderr of an error, are."""
 import json
 import os
 import shutil
@@ -10,6 +12,7 @@ import time
 
 import numpy
 import pytest
+import scipy.io
 
 from conftest import DATA
 from conftest import MNIST_FIXTURE
@@ -17,12 +20,13 @@ from conftest import ROOT
 from conftest import TINY
 from conftest import assert_same_training_state
 from conftest import fails_with
-from conftest import run
+from conftest import refuses
+from conftest import run_here
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp('run')
-    run('train.py', *TINY, '--save', str(out), '--snapshot-interval', '3')
+    run_here('train.py', *TINY, '--save', str(out), '--snapshot-interval', '3')
     return out
 
 
@@ -43,26 +47,26 @@ def test_train_leaves_model_log_plots_snapshots(trained):
 
 def test_analyze_renders_the_figures(trained, tmp_path):
     out = tmp_path / 'figures'
-    result = run('analyze.py', '--load', str(trained), *DATA,
-                 '--test-size', '100', '--out', str(out))
+    result = run_here('analyze.py', '--load', str(trained), *DATA,
+                      '--test-size', '100', '--out', str(out))
     assert sorted(os.listdir(out)) == sorted(
         ['reconstructions.png', 'mask_grid.png', 'routing_0.png'] +
         ['interpolation_{}.png'.format(d) for d in range(10)])
     assert 'rendered 13 images' in result.stdout
     # the default output folder is analysis/ beside the model
-    run('analyze.py', '--load', str(trained / 'model.npz'), *DATA,
-        '--test-size', '100', '--routing-images', '5', '7',
-        '--routing-types')
+    run_here('analyze.py', '--load', str(trained / 'model.npz'), *DATA,
+             '--test-size', '100', '--routing-images', '5', '7',
+             '--routing-types')
     assert {'routing_5.png', 'routing_types_5.png', 'routing_7.png',
             'routing_types_7.png'} <= set(os.listdir(trained / 'analysis'))
-    fails_with('outside the 100 test images', 'analyze.py', '--load',
-               str(trained), *DATA, '--test-size', '100',
-               '--routing-images', '100', '--out', str(out))
+    refuses('outside the 100 test images', 'analyze.py', '--load',
+            str(trained), *DATA, '--test-size', '100',
+            '--routing-images', '100', '--out', str(out))
 
 
 def test_analyze_evaluate_prints_one_json_line(trained):
-    result = run('analyze.py', '--load', str(trained), *DATA,
-                 '--test-size', '100', '--evaluate')
+    result = run_here('analyze.py', '--load', str(trained), *DATA,
+                      '--test-size', '100', '--evaluate')
     line, = result.stdout.strip().splitlines()
     report = json.loads(line)
     assert report['n'] == 100 and 0 <= report['accuracy'] <= 1
@@ -78,14 +82,15 @@ def test_analyze_evaluate_prints_one_json_line(trained):
 
 def test_variants_train_and_analyze(tmp_path):
     out = tmp_path / 'seed'
-    run('train.py', *TINY, '-e', '1', '--save', str(out), '--routing', '1',
-        '--shared-weights', '--leaky-slope', '0.05', '--no-reconstruct')
+    run_here('train.py', *TINY, '-e', '1', '--save', str(out), '--routing',
+             '1', '--shared-weights', '--leaky-slope', '0.05',
+             '--no-reconstruct')
     options = json.loads((out / 'options.json').read_text())['model']
     assert options == dict(options, routing=1, shared_weights=True,
                            leaky_slope=0.05, reconstruct=False)
-    fails_with('no decoder', 'analyze.py', '--load', str(out), *DATA)
-    run('analyze.py', '--load', str(out), *DATA, '--evaluate',
-        '--test-size', '50')
+    refuses('no decoder', 'analyze.py', '--load', str(out), *DATA)
+    run_here('analyze.py', '--load', str(out), *DATA, '--evaluate',
+             '--test-size', '50')
 
 
 def test_killed_training_resumes_where_its_snapshot_left_off(tmp_path):
@@ -102,8 +107,8 @@ def test_killed_training_resumes_where_its_snapshot_left_off(tmp_path):
     proc.wait()
     snapshots = sorted(int(f.rsplit('_', 1)[1]) for f in os.listdir(out)
                        if f.startswith('snapshot_iter_'))
-    result = run('train.py', *TINY, '-e', '3', '--save', str(out),
-                 '--snapshot-interval', '2')
+    result = run_here('train.py', *TINY, '-e', '3', '--save', str(out),
+                      '--snapshot-interval', '2')
     resumed = int(result.stdout.split('(iteration ')[1].split(')')[0])
     assert resumed == snapshots[-1] >= 6
     log = json.loads((out / 'log').read_text())
@@ -119,28 +124,28 @@ def test_bad_data(tmp_path):
     shutil.copytree(MNIST_FIXTURE, tmp_path / 'm')
     path = tmp_path / 'm' / 'train-images-idx3-ubyte.gz'
     path.write_bytes(path.read_bytes()[:1000])
-    fails_with('cannot read', 'train.py', '--data-dir', str(tmp_path / 'm'),
-               '--save', str(tmp_path / 'b'))
+    refuses('cannot read', 'train.py', '--data-dir', str(tmp_path / 'm'),
+            '--save', str(tmp_path / 'b'))
     os.remove(path)
-    fails_with('has no train-images-idx3-ubyte', 'train.py', '--data-dir',
-               str(tmp_path / 'm'), '--save', str(tmp_path / 'c'))
+    refuses('has no train-images-idx3-ubyte', 'train.py', '--data-dir',
+            str(tmp_path / 'm'), '--save', str(tmp_path / 'c'))
 
 
 def test_bad_checkpoints(trained, tmp_path):
-    fails_with('no model file', 'analyze.py', '--load',
-               str(tmp_path / 'nothing.npz'), *DATA)
+    refuses('no model file', 'analyze.py', '--load',
+            str(tmp_path / 'nothing.npz'), *DATA)
     corrupt = tmp_path / 'corrupt.npz'
     corrupt.write_bytes(b'this is not a zip file')
-    fails_with('cannot load model', 'analyze.py', '--load', str(corrupt),
-               *DATA)
+    refuses('cannot load model', 'analyze.py', '--load', str(corrupt),
+            *DATA)
     truncated = tmp_path / 'truncated.npz'
     truncated.write_bytes((trained / 'model.npz').read_bytes()[:100000])
-    fails_with('cannot load model', 'analyze.py', '--load', str(truncated),
-               *DATA)
+    refuses('cannot load model', 'analyze.py', '--load', str(truncated),
+            *DATA)
     foreign = tmp_path / 'foreign.npz'
     numpy.savez(foreign, **{'fc/W': numpy.zeros((3, 4))})
-    fails_with('not a capsnet model file', 'analyze.py', '--load',
-               str(foreign), *DATA)
+    refuses('not a capsnet model file', 'analyze.py', '--load',
+            str(foreign), *DATA)
     # parameters of one architecture under the options of another
     with numpy.load(trained / 'model.npz') as npz:
         arrays = dict(npz)
@@ -149,61 +154,61 @@ def test_bad_checkpoints(trained, tmp_path):
              shared_weights=True)))
     other = tmp_path / 'other.npz'
     numpy.savez(other, **arrays)
-    fails_with('cannot load model', 'analyze.py', '--load', str(other),
-               *DATA)
+    refuses('cannot load model', 'analyze.py', '--load', str(other),
+            *DATA)
 
 
 def test_bad_snapshots_and_mixed_runs(trained, tmp_path):
     bad = tmp_path / 'snapshot'
     bad.write_bytes(b'garbage')
-    fails_with('cannot resume from', 'train.py', *TINY, '--save',
-               str(tmp_path / 'r'), '--resume', str(bad))
-    fails_with('other model options', 'train.py', *TINY, '--save',
-               str(trained), '--routing', '2')
+    refuses('cannot resume from', 'train.py', *TINY, '--save',
+            str(tmp_path / 'r'), '--resume', str(bad))
+    refuses('other model options', 'train.py', *TINY, '--save',
+            str(trained), '--routing', '2')
 
 
 def test_unwritable_outputs_and_missing_gpu(trained, tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('a file, not a folder')
-    fails_with('cannot write to', 'train.py', *TINY, '--save',
-               str(blocker / 'out'))
-    fails_with('cannot write to', 'analyze.py', '--load', str(trained),
-               *DATA, '--out', str(blocker / 'out'))
+    refuses('cannot write to', 'train.py', *TINY, '--save',
+            str(blocker / 'out'))
+    refuses('cannot write to', 'analyze.py', '--load', str(trained),
+            *DATA, '--out', str(blocker / 'out'))
     # no machine has GPU 63: the error says so with or without CUDA
-    fails_with('-g 63', 'train.py', *TINY, '-g', '63',
-               '--save', str(tmp_path / 'g'))
-    fails_with('-g 63', 'analyze.py', '--load', str(trained),
-               '-g', '63', *DATA)
+    refuses('-g 63', 'train.py', *TINY, '-g', '63',
+            '--save', str(tmp_path / 'g'))
+    refuses('-g 63', 'analyze.py', '--load', str(trained),
+            '-g', '63', *DATA)
 
 
 def test_baseline_trains_and_evaluates_through_the_same_commands(tmp_path):
     out = tmp_path / 'baseline'
-    run('train.py', *DATA, '--model', 'baseline', '--train-size', '32', '-b',
-        '16', '-e', '1', '--val-size', '100', '--test-size', '50', '--save',
-        str(out))
+    run_here('train.py', *DATA, '--model', 'baseline', '--train-size', '32',
+             '-b', '16', '-e', '1', '--val-size', '100', '--test-size', '50',
+             '--save', str(out))
     log = json.loads((out / 'log').read_text())
     assert 'validation/main/accuracy' in log[-1]
     options = json.loads((out / 'options.json').read_text())
     assert options['train']['model'] == 'baseline'
-    result = run('analyze.py', '--load', str(out), *DATA, '--evaluate',
-                 '--test-size', '50')
+    result = run_here('analyze.py', '--load', str(out), *DATA, '--evaluate',
+                      '--test-size', '50')
     assert json.loads(result.stdout)['n'] == 50
-    fails_with('no capsules to look inside', 'analyze.py', '--load',
-               str(out), *DATA)
+    refuses('no capsules to look inside', 'analyze.py', '--load',
+            str(out), *DATA)
 
 
 def test_affine_evaluation_and_affnist(trained, tmp_path):
-    result = run('analyze.py', '--load', str(trained), *DATA, '--evaluate',
-                 '--test-size', '100', '--affine', '--affine-rotation', '30')
+    result = run_here('analyze.py', '--load', str(trained), *DATA,
+                      '--evaluate', '--test-size', '100', '--affine',
+                      '--affine-rotation', '30')
     report = json.loads(result.stdout)
     assert report['n'] == 100 and report['affine']['rotation'] == 30
-    scipy_io = pytest.importorskip('scipy.io')
     path = tmp_path / 'affnist.mat'
-    scipy_io.savemat(path, {'affNISTdata': {
+    scipy.io.savemat(path, {'affNISTdata': {
         'image': numpy.zeros((1600, 2), dtype=numpy.uint8),
         'label_int': numpy.array([1, 2])}})
-    fails_with('affNIST images are 40x40', 'analyze.py', '--load',
-               str(trained), '--evaluate', '--affnist', str(path))
+    refuses('affNIST images are 40x40', 'analyze.py', '--load',
+            str(trained), '--evaluate', '--affnist', str(path))
 
 
 def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
@@ -211,29 +216,31 @@ def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
     """Weights, optimizer state, data order and shifts all carry over: the
     final snapshot equals the uninterrupted run's, array for array."""
     resumed = tmp_path / 'resumed'
-    run('train.py', *TINY, '--save', str(resumed), '--snapshot-interval', '3',
-        '--resume', str(trained / 'snapshot_iter_6'))
+    run_here('train.py', *TINY, '--save', str(resumed),
+             '--snapshot-interval', '3', '--resume',
+             str(trained / 'snapshot_iter_6'))
     assert_same_training_state(trained / 'snapshot_iter_8',
                                resumed / 'snapshot_iter_8')
 
 
 def test_canvas_training_evaluates_on_mnist_and_affnist(tmp_path):
     out = tmp_path / 'canvas'
-    run('train.py', *TINY, '-e', '1', '--canvas', '40', '--save', str(out))
+    run_here('train.py', *TINY, '-e', '1', '--canvas', '40', '--save',
+             str(out))
     options = json.loads((out / 'options.json').read_text())['model']
     assert options['in_size'] == 40
-    mnist = json.loads(run('analyze.py', '--load', str(out), *DATA,
-                           '--evaluate', '--test-size', '50').stdout)
+    mnist = json.loads(run_here('analyze.py', '--load', str(out), *DATA,
+                                '--evaluate', '--test-size', '50').stdout)
     assert mnist['n'] == 50
-    scipy_io = pytest.importorskip('scipy.io')
     path = tmp_path / 'affnist.mat'
-    scipy_io.savemat(path, {'affNISTdata': {
+    scipy.io.savemat(path, {'affNISTdata': {
         'image': numpy.zeros((1600, 3), dtype=numpy.uint8),
         'label_int': numpy.array([1, 2, 3])}})
-    affnist = json.loads(run('analyze.py', '--load', str(out), '--evaluate',
-                             '--affnist', str(path)).stdout)
+    affnist = json.loads(run_here('analyze.py', '--load', str(out),
+                                  '--evaluate', '--affnist',
+                                  str(path)).stdout)
     assert affnist['n'] == 3
-    run('analyze.py', '--load', str(out), *DATA, '--test-size', '100')
+    run_here('analyze.py', '--load', str(out), *DATA, '--test-size', '100')
     assert len(os.listdir(out / 'analysis')) == 13
 
 
@@ -241,33 +248,34 @@ def test_multimnist_trains_evaluates_and_renders_figure_5(trained, tmp_path):
     out = tmp_path / 'multi'
     multi = [*TINY, '-e', '1', '--dataset', 'multimnist',
              '--snapshot-interval', '2']
-    run('train.py', *multi, '--save', str(out))
+    run_here('train.py', *multi, '--save', str(out))
     # resumed halfway, it draws the same pairs and ends in the same state
-    run('train.py', *multi, '--save', str(tmp_path / 'resumed'),
-        '--resume', str(out / 'snapshot_iter_2'))
+    run_here('train.py', *multi, '--save', str(tmp_path / 'resumed'),
+             '--resume', str(out / 'snapshot_iter_2'))
     assert_same_training_state(out / 'snapshot_iter_4',
                                tmp_path / 'resumed' / 'snapshot_iter_4')
     assert json.loads((out / 'options.json').read_text())['model'][
         'in_size'] == 36
     log = json.loads((out / 'log').read_text())
     assert {'main/recon_loss', 'test/main/accuracy'} <= set(log[-1])
-    result = run('analyze.py', '--load', str(out), *DATA, '--dataset',
-                 'multimnist', '--test-size', '50', '--evaluate')
+    result = run_here('analyze.py', '--load', str(out), *DATA, '--dataset',
+                      'multimnist', '--test-size', '50', '--evaluate')
     report = json.loads(result.stdout)
     assert report['n'] == 50 and report['dataset'] == 'multimnist'
-    run('analyze.py', '--load', str(out), *DATA, '--dataset', 'multimnist',
-        '--test-size', '50', '--out', str(tmp_path / 'figures'))
+    run_here('analyze.py', '--load', str(out), *DATA, '--dataset',
+             'multimnist', '--test-size', '50', '--out',
+             str(tmp_path / 'figures'))
     assert os.listdir(tmp_path / 'figures') == ['multimnist.png']
     # a model trained on single digits is measured on the same pairs
-    run('analyze.py', '--load', str(trained), *DATA, '--dataset',
-        'multimnist', '--test-size', '50', '--evaluate')
+    run_here('analyze.py', '--load', str(trained), *DATA, '--dataset',
+             'multimnist', '--test-size', '50', '--evaluate')
     # the test pairs can be left out of training, as the long runs do
-    run('train.py', *multi, '--test-size', '0', '--save',
-        str(tmp_path / 'untested'))
+    run_here('train.py', *multi, '--test-size', '0', '--save',
+             str(tmp_path / 'untested'))
     log = json.loads((tmp_path / 'untested' / 'log').read_text())
     assert 'validation/main/accuracy' in log[-1]
     assert not any(key.startswith('test/') for key in log[-1])
-    fails_with('do not apply', 'train.py', *TINY, '--dataset', 'multimnist',
-               '--model', 'baseline', '--save', str(tmp_path / 'b'))
-    fails_with('not MultiMNIST', 'analyze.py', '--load', str(out), *DATA,
-               '--dataset', 'multimnist', '--evaluate', '--affine')
+    refuses('do not apply', 'train.py', *TINY, '--dataset', 'multimnist',
+            '--model', 'baseline', '--save', str(tmp_path / 'b'))
+    refuses('not MultiMNIST', 'analyze.py', '--load', str(out), *DATA,
+            '--dataset', 'multimnist', '--evaluate', '--affine')
