@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from conftest import ROOT
-from test_flags import parser_of
+from conftest import script_module
 
 PAGES = [os.path.join(ROOT, 'README.md')] + sorted(
     glob.glob(os.path.join(ROOT, 'docs', '*.md')))
@@ -75,7 +75,8 @@ def test_every_command_names_flags_its_script_accepts(page):
     for command in commands(open(page).read()):
         for script, flags in flags_of_scripts(command):
             if script not in parsers:
-                parsers[script] = parser_of(script)._option_string_actions
+                parsers[script] = script_module(
+                    script).build_parser()._option_string_actions
             checked += 1
             unknown += ['{}: {}'.format(script, f) for f in flags
                         if f not in parsers[script]]
