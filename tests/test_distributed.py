@@ -24,10 +24,13 @@ RUN = [*TINY, '-b', '8', '--snapshot-interval', '3', '--communicator',
 
 
 def mpiexec(n, *args, timeout=300):
-    """``mpiexec -n N python ARGS...`` from the project's root."""
+    """``mpiexec -n N python ARGS...`` from the project's root, with one
+    BLAS thread a process: N processes of 2 threads each on 2 cores made
+    every GEMM wait for a descheduled thread (the suite's slowest tests)."""
     return subprocess.run([MPIEXEC, '-n', str(n), sys.executable, *args],
                           cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS='1'))
 
 
 def train(n, out, *prefix, epochs=2):

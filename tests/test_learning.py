@@ -25,10 +25,11 @@ def test_short_training_run_learns_mnist():
     converter = data.BatchConverter(2, numpy.random.default_rng(0))
     order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(0))
     batches = chainer.iterators.SerialIterator(train, 32, order_sampler=order)
-    for _ in range(120):                 # ~2 epochs of the 2,000 images
+    for _ in range(80):                  # 1.3 epochs of the 2,000 images
         optimizer.update(loss, *converter(batches.next(), device))
     x, t = data.BatchConverter()(test[:], device)
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         lengths, _ = model(x)
     accuracy = float((lengths.array.argmax(axis=1) == t).mean())
-    assert accuracy > 0.85, accuracy      # chance is 0.1
+    # 0.89 here (0.94 after 120 steps); chance is 0.1
+    assert accuracy > 0.8, accuracy

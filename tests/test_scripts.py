@@ -249,11 +249,15 @@ def test_multimnist_trains_evaluates_and_renders_figure_5(trained, tmp_path):
     multi = [*TINY, '-e', '1', '--dataset', 'multimnist',
              '--snapshot-interval', '2']
     run_here('train.py', *multi, '--save', str(out))
-    # resumed halfway, it draws the same pairs and ends in the same state
+    # resumed halfway, it draws the same pairs and ends in the same state;
+    # the test pairs can be left out of training, as the long runs do
     run_here('train.py', *multi, '--save', str(tmp_path / 'resumed'),
-             '--resume', str(out / 'snapshot_iter_2'))
+             '--resume', str(out / 'snapshot_iter_2'), '--test-size', '0')
     assert_same_training_state(out / 'snapshot_iter_4',
                                tmp_path / 'resumed' / 'snapshot_iter_4')
+    log = json.loads((tmp_path / 'resumed' / 'log').read_text())
+    assert 'validation/main/accuracy' in log[-1]
+    assert not any(key.startswith('test/') for key in log[-1])
     assert json.loads((out / 'options.json').read_text())['model'][
         'in_size'] == 36
     log = json.loads((out / 'log').read_text())
@@ -269,12 +273,6 @@ def test_multimnist_trains_evaluates_and_renders_figure_5(trained, tmp_path):
     # a model trained on single digits is measured on the same pairs
     run_here('analyze.py', '--load', str(trained), *DATA, '--dataset',
              'multimnist', '--test-size', '50', '--evaluate')
-    # the test pairs can be left out of training, as the long runs do
-    run_here('train.py', *multi, '--test-size', '0', '--save',
-             str(tmp_path / 'untested'))
-    log = json.loads((tmp_path / 'untested' / 'log').read_text())
-    assert 'validation/main/accuracy' in log[-1]
-    assert not any(key.startswith('test/') for key in log[-1])
     refuses('do not apply', 'train.py', *TINY, '--dataset', 'multimnist',
             '--model', 'baseline', '--save', str(tmp_path / 'b'))
     refuses('not MultiMNIST', 'analyze.py', '--load', str(out), *DATA,
