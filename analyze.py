@@ -5,6 +5,7 @@
     python analyze.py --load saved_model --evaluate      # test accuracy, JSON
     python analyze.py --load saved_model --explorer      # explorer.html
     python analyze.py --load saved_model --serve         # the same, served
+    python analyze.py --load saved_model --predict my_digit.png   # classify
 
 Renders into --out (default: analysis/ inside the loaded folder):
 reconstructions.png (inputs over their reconstructions), mask_grid.png (two
@@ -40,6 +41,7 @@ from capsnet import data
 from capsnet import explorer
 from capsnet import kernels
 from capsnet import multimnist
+from capsnet import predict
 from capsnet.errors import UserError
 
 
@@ -49,6 +51,10 @@ def build_parser():
     p.add_argument('--load', required=True,
                    help='a save folder of train.py, or a model .npz file')
     p.add_argument('--out', default=None, help='output folder for the PNGs')
+    p.add_argument('--predict', nargs='+', metavar='FILE', default=None,
+                   help='classify these image files instead (any format '
+                   'Pillow reads; prepared as MNIST was): one JSON line '
+                   'each; with --out, a figure each too')
     p.add_argument('--evaluate', action='store_true',
                    help='print the test accuracy as one JSON line instead')
     p.add_argument('--affine', action='store_true',
@@ -240,12 +246,30 @@ def explore(args, model, images, labels, device, model_file):
         path, os.path.getsize(path) / 1e6))
 
 
+def classify_files(args, model, device):
+    """--predict: a JSON line per image file, an error line per file that
+    is not an image; exit status 1 if there was any."""
+    out = cli.writable_dir(args.out) if args.out else None
+    failed = 0
+    for report, error in predict.predict_files(
+            predict.Model(model, device), args.predict, out):
+        if error:
+            failed += 1
+            print('error: {}'.format(error), file=sys.stderr, flush=True)
+        else:
+            print(json.dumps(report), flush=True)
+    if failed:
+        sys.exit(1)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     device = cli.get_device(args.gpu)
     path = checkpoint.model_path(args.load)
     model = checkpoint.load_model(path)
     model.to_device(device)
+    if args.predict:
+        return classify_files(args, model, device)
     if args.affnist:
         images, labels = affine.read_affnist(args.affnist)
         if model.options['in_size'] != images.shape[-1]:

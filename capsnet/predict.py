@@ -1,0 +1,200 @@
+"""A trained model on your own images: files or arrays in, classes out.
+
+    import capsnet
+    model = capsnet.load('saved_model')                  # gpu=0 for CuPy
+    predicted, lengths = model.classify(['seven.png', 'two.jpg'])
+    images = model.reconstruct(['seven.png'])            # (1, 28, 28)
+
+An image is prepared as MNIST's digits were made (LeCun et al.): grey, a
+light digit on a dark ground (a dark digit on a light ground is inverted),
+cropped to the digit, scaled to fit 20x20 keeping its aspect, and placed in
+28x28 with its centre of mass at the centre. Arrays that are already
+MNIST-like (the model's side, light on dark) are taken as they are.
+"""
+import os
+
+import numpy
+
+import chainer
+
+from capsnet import analysis
+from capsnet import checkpoint
+from capsnet import cli
+from capsnet.errors import UserError
+
+BOX = 20            # MNIST: the digit fits a 20x20 box in the 28x28 image
+INK = 0.2           # a pixel this bright (of the brightest) is part of it
+
+
+def read_image(path):
+    """The image file ``path`` (any format Pillow reads) as grey levels
+    (H, W) in [0, 1]; UserError naming the file if it cannot be read."""
+    from PIL import Image
+    from PIL import UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in \
+                    image.info:
+                # a transparent ground counts as white paper
+                ground = Image.new('RGBA', image.size, 'white')
+                image = Image.alpha_composite(ground, image.convert('RGBA'))
+            grey = numpy.asarray(image.convert('L'), dtype=numpy.float32)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise UserError('{}: cannot read it as an image ({})'.format(
+            path, getattr(e, 'strerror', None) or e))
+    if grey.size == 0:
+        raise UserError('{}: the image is empty'.format(path))
+    return grey / 255
+
+
+def mnist_style(grey, side=28, name='the image'):
+    """Grey levels (H, W) in [0, 1] -> the model's input (side, side)
+    float32 in [0, 1], prepared as MNIST was (see the module's doc)."""
+    from PIL import Image
+    grey = numpy.asarray(grey, dtype=numpy.float32)
+    border = numpy.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if numpy.median(border) > 0.5:                  # dark ink on paper
+        grey, border = 1 - grey, 1 - border
+    grey = numpy.clip(grey - numpy.median(border), 0, 1)    # ground to 0
+    if grey.max() <= 0:
+        raise UserError('{} is blank: no digit to classify'.format(name))
+    rows, cols = numpy.nonzero(grey >= INK * grey.max())
+    digit = grey[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = BOX * side // 28
+    scale = box / max(digit.shape)
+    size = (max(1, round(digit.shape[1] * scale)),
+            max(1, round(digit.shape[0] * scale)))        # PIL: (W, H)
+    digit = numpy.asarray(Image.fromarray(digit).resize(
+        size, Image.Resampling.LANCZOS), dtype=numpy.float32).clip(0, 1)
+    # the centre of mass to the centre; what would leave the frame is cut
+    h, w = digit.shape
+    mass = digit.sum()
+    cy = (digit.sum(axis=1) * numpy.arange(h)).sum() / mass
+    cx = (digit.sum(axis=0) * numpy.arange(w)).sum() / mass
+    top = int(round((side - 1) / 2 - cy))
+    left = int(round((side - 1) / 2 - cx))
+    out = numpy.zeros((side, side), dtype=numpy.float32)
+    ys, xs = slice(max(top, 0), min(top + h, side)), slice(
+        max(left, 0), min(left + w, side))
+    out[ys, xs] = digit[ys.start - top:ys.stop - top,
+                        xs.start - left:xs.stop - left]
+    return out
+
+
+class Model:
+    """A trained model ready for inference on images (see the module's
+    doc): ``classify`` and ``reconstruct`` take a batch of any size as an
+    array (N, H, W) or (N, 1, H, W), uint8 in [0, 255] or float in [0, 1],
+    a single image (H, W), or image file paths."""
+
+    def __init__(self, model, device):
+        self.model = model
+        self.device = device
+        self.side = model.options['in_size']
+
+    def inputs(self, images):
+        """The model's input (N, 1, S, S) float32 for ``images``."""
+        if isinstance(images, (str, os.PathLike)):
+            images = [images]
+        if isinstance(images, (list, tuple)) and images and isinstance(
+                images[0], (str, os.PathLike)):
+            return numpy.stack([mnist_style(read_image(p), self.side, p)
+                                for p in images])[:, None]
+        x = numpy.asarray(images)
+        x = x.astype(numpy.float32) / 255 if x.dtype == numpy.uint8 else \
+            x.astype(numpy.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim == 4:
+            x = x[:, 0]
+        if x.ndim != 3:
+            raise UserError('images must be (N, H, W), (N, 1, H, W) or '
+                            '(H, W); got shape {}'.format(x.shape))
+        if x.shape[1:] != (self.side, self.side):
+            x = numpy.stack([mnist_style(image, self.side) for image in x])
+        return x[:, None]
+
+    def classify(self, images):
+        """-> predicted (N,) classes and capsule lengths (N, J)."""
+        x = self.device.send(self.inputs(images))
+        with chainer.using_config('train', False), \
+                chainer.no_backprop_mode():
+            scores = self.model.predict(x).array
+        scores = chainer.backend.CpuDevice().send(scores)
+        return scores.argmax(axis=1), scores
+
+    def reconstruct(self, images):
+        """-> (N, S, S) in [0, 1]: each image decoded from its longest
+        capsule."""
+        if not self.model.options.get('reconstruct'):
+            raise UserError('this model has no decoder (trained with '
+                            '--no-reconstruct, or not a CapsNet)')
+        x = self.device.send(self.inputs(images))
+        v, predicted = analysis.digit_capsules(self.model, x)
+        return analysis.decode(self.model, v, chainer.backend.CpuDevice()
+                               .send(predicted))
+
+
+def load(path, gpu=-1):
+    """The model in ``path`` (a save folder of train.py, or a model .npz)
+    ready for inference, on the CPU (gpu=-1) or on GPU ``gpu``."""
+    device = cli.get_device(gpu)
+    model = checkpoint.load_model(checkpoint.model_path(path))
+    model.to_device(device)
+    return Model(model, device)
+
+
+def predict_files(model, paths, out=None):
+    """``--predict``: for each image file, (its report, None) or (None, the
+    error's line), in order; with ``out`` a folder, also its figure
+    ``predict_<k>_<name>.png`` there. A report: {"file", "predicted",
+    "label" (the class's name), "lengths"}."""
+    for k, path in enumerate(paths):
+        try:
+            x = model.inputs([path])
+        except UserError as e:
+            yield None, str(e)
+            continue
+        predicted, lengths = model.classify(x[:, 0])
+        report = {'file': path, 'predicted': int(predicted[0]),
+                  'label': str(int(predicted[0])),
+                  'lengths': [round(float(v), 6) for v in lengths[0]]}
+        if out is not None:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            recon = (model.reconstruct(x[:, 0])[0] if
+                     model.model.options.get('reconstruct') else None)
+            save_prediction(os.path.join(out, 'predict_{}_{}.png'.format(
+                k, stem)), read_image(path), x[0, 0], recon, lengths[0],
+                path)
+        yield report, None
+
+
+def save_prediction(path, original, x, recon, lengths, name):
+    """One figure: the image as read, the model's input made from it, its
+    reconstruction (if the model has a decoder) and the capsule lengths."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    panels = [('image', original), ('model input', x)] + (
+        [('reconstruction', recon)] if recon is not None else [])
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(
+        2.2 * (len(panels) + 1.5), 2.4),
+        gridspec_kw={'width_ratios': [1] * len(panels) + [1.5]})
+    for ax, (title, image) in zip(axes, panels):
+        ax.imshow(image, cmap='gray', vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    best = int(numpy.argmax(lengths))
+    axes[-1].bar(range(len(lengths)), lengths, color=[
+        'tab:red' if j == best else 'tab:gray' for j in range(len(lengths))])
+    axes[-1].set_xticks(range(len(lengths)))
+    axes[-1].set_ylim(0, 1)
+    axes[-1].set_title('capsule lengths', fontsize=8)
+    fig.suptitle('{}: predicted {}'.format(os.path.basename(name), best),
+                 fontsize=9)
+    checkpoint.atomic_write(path, lambda f: fig.savefig(
+        f, format='png', dpi=100, bbox_inches='tight'))
+    plt.close(fig)
