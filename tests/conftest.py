@@ -15,6 +15,12 @@ except ImportError:
     # never make: an empty stand-in lets it import.
     sys.modules['pkg_resources'] = types.ModuleType('pkg_resources')
 
+# pytest-xdist gives each worker a core: one BLAS thread each, inherited by
+# the commands it starts (two 2-thread processes on 2 cores make every matrix
+# product wait for a thread that is not running)
+if 'PYTEST_XDIST_WORKER' in os.environ:
+    os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -38,10 +44,11 @@ TINY = DATA + ['--train-size', '64', '-b', '16', '--val-size', '200',
                '--test-size', '100', '-e', '2']
 
 
-def run(script, *args, check=True):
+def run(script, *args, check=True, env=None):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, script), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env=None if env is None else dict(os.environ, **env))
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -21,6 +21,7 @@ MPIEXEC = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
 # 64 training images: 32 a process, 4 iterations of 8 an epoch
 RUN = [*TINY, '-b', '8', '--snapshot-interval', '3', '--communicator',
        'naive']
+ONE_THREAD = {'OPENBLAS_NUM_THREADS': '1'}      # mpiexec passes it on
 
 
 def mpiexec(n, *args, timeout=300):
@@ -29,8 +30,8 @@ def mpiexec(n, *args, timeout=300):
     every GEMM wait for a descheduled thread (the suite's slowest tests)."""
     return subprocess.run([MPIEXEC, '-n', str(n), sys.executable, *args],
                           cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout,
-                          env=dict(os.environ, OPENBLAS_NUM_THREADS='1'))
+                          timeout=timeout, env=dict(os.environ,
+                                                    **ONE_THREAD))
 
 
 def train(n, out, *prefix, epochs=2):
@@ -136,7 +137,8 @@ def test_table1_trains_its_runs_over_processes(tmp_path):
     result = run('experiments/table1.py', '--epochs', '1', '--seeds', '0',
                  '--rows', 'r1', '--train-size', '32', '-b', '8',
                  '--val-size', '50', '--test-size', '20', *DATA, '--out',
-                 str(tmp_path), '--communicator', 'naive')
+                 str(tmp_path), '--communicator', 'naive',
+                 env=ONE_THREAD)
     assert 'r1 seed 0:' in result.stdout
     # two processes ran it: each trained on half of the 32 images, 8 a
     # batch, so the epoch ended at iteration 2 (4 in one process)

@@ -26,7 +26,7 @@ from conftest import DATA
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
 from conftest import explorer_server
-from conftest import run
+from conftest import run_here
 from conftest import start_explorer_server
 
 MODEL = os.path.join(ROOT, 'saved_model')
@@ -232,8 +232,8 @@ def browser():
 @pytest.fixture(scope='module')
 def page(tmp_path_factory):
     out = tmp_path_factory.mktemp('explorer')
-    result = run('analyze.py', '--load', MODEL, *DATA, '--explorer',
-                 '--explorer-images', '24', '--out', str(out))
+    result = run_here('analyze.py', '--load', MODEL, *DATA, '--explorer',
+                      '--explorer-images', '24', '--out', str(out))
     assert 'explorer.html' in result.stdout
     return out / 'explorer.html'
 
