@@ -28,19 +28,17 @@ import json
 import os
 import sys
 
-import numpy
-
 import capsnet  # noqa: F401  (patches chainer before its first import)
-import chainer
 
 from capsnet import affine
 from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
+from capsnet import evaluation
 from capsnet import explorer
+from capsnet import figures
 from capsnet import kernels
-from capsnet import multimnist
 from capsnet import predict
 from capsnet.errors import UserError
 
@@ -94,158 +92,6 @@ def build_parser():
     return p
 
 
-def render_routing(model, images, labels, device, out, indices, per_type):
-    """routing_<k>.png (and routing_types_<k>.png) for test images k;
-    returns their paths."""
-    paths = []
-    for k in indices:
-        image = analysis.model_input(model, images[k:k + 1])
-        x = device.send(image)
-        types, mean = analysis.routing_maps(model, x)
-        predicted = int(chainer.backend.CpuDevice().send(
-            analysis.digit_capsules(model, x)[1])[0])
-        paths.append(os.path.join(out, 'routing_{}.png'.format(k)))
-        analysis.save_routing(paths[-1], image[0, 0], mean[0],
-                              int(labels[k]), predicted)
-        if per_type:
-            paths.append(os.path.join(out, 'routing_types_{}.png'.format(k)))
-            # rows: capsule types; columns: digit capsules
-            analysis.save_grid(
-                paths[-1], types[0].transpose(1, 0, 2, 3) / types[0].max(),
-                ['type {}'.format(t) for t in range(types.shape[2])],
-                ['capsule {}'.format(j) for j in range(types.shape[1])],
-                title='Image {}: coupling of each capsule type (scaled to '
-                'its maximum, {:.3f})'.format(k, float(types[0].max())))
-    return paths
-
-
-def check_capsules(model):
-    """The figures need capsules and a decoder."""
-    if model.arch != 'capsnet':
-        raise UserError('the {} has no capsules to look inside: only '
-                        '--evaluate applies'.format(model.arch))
-    if not model.options['reconstruct']:
-        raise UserError('this model has no decoder (trained with '
-                        '--no-reconstruct): only --evaluate applies')
-
-
-def render_pairs(model, images, labels, device, out, batchsize, shown=6,
-                 wrong=2):
-    """multimnist.png, the paper's Figure 5: the first ``shown`` test
-    pairs, then the next ``wrong`` ones the model gets wrong (within the
-    first 1,000), each over its reconstructions; returns its path."""
-    pairs = multimnist.evaluation_pairs((images[:1000], labels[:1000]),
-                                        multimnist.TEST_SEED)
-    correct = analysis.pair_correct(model, pairs, device, batchsize)
-    shown = min(shown, len(pairs))
-    picks = numpy.concatenate([numpy.arange(shown), shown + numpy.flatnonzero(
-        ~correct[shown:])[:wrong]])
-    converter = multimnist.FixedPairConverter(model.options['in_size'])
-    x, t, _ = converter([pairs[k] for k in picks], device)
-    t = chainer.backend.CpuDevice().send(t)
-    rows, longest, absent = analysis.pair_figure(model, x, t)
-    path = os.path.join(out, 'multimnist.png')
-    analysis.save_grid(
-        path, rows, ['input', 'R: 2 longest', 'R: 1st, absent*'],
-        ['L {},{}\nR {},{}\n* {},{}'.format(*t[n], *longest[n], t[n][0],
-                                            absent[n])
-         for n in range(len(picks))],
-        title='MultiMNIST test pairs (L: labels) and reconstructions (R: '
-        'from which capsules) in red and green; *: from a digit not present')
-    return path
-
-
-def render(model, images, labels, device, out):
-    """The reconstruction, mask and interpolation figures; returns paths."""
-    n_classes = model.options['n_classes']
-    paths = []
-
-    def path(name):
-        paths.append(os.path.join(out, name))
-        return paths[-1]
-
-    # two test images per digit, in digit order
-    picks = numpy.concatenate(
-        [numpy.flatnonzero(labels == d)[:2] for d in range(n_classes)])
-    if len(picks) < 2 * n_classes:
-        raise UserError('the test images hold fewer than two of each digit')
-    inputs = analysis.model_input(model, images[picks])
-    x = device.send(inputs)
-    inputs = inputs[:, 0]
-    v, predicted = analysis.digit_capsules(model, x)
-    predicted = chainer.backend.CpuDevice().send(predicted)
-    reconstructed = analysis.decode(model, v, predicted)
-    truth = ['{}'.format(t) for t in labels[picks]]
-    analysis.save_grid(
-        path('reconstructions.png'), [inputs, reconstructed],
-        ['input', 'recon.'], ['{}->{}'.format(t, p)
-                              for t, p in zip(labels[picks], predicted)],
-        title='Inputs and their reconstructions from the longest capsule '
-        '(true->predicted)')
-    masks = analysis.mask_grid(model, x)
-    analysis.save_grid(
-        path('mask_grid.png'), [inputs, *masks],
-        ['input'] + ['mask {}'.format(j) for j in range(n_classes)], truth,
-        title='Reconstruction from each digit capsule alone')
-    deltas = analysis.DELTAS
-    for d in range(n_classes):
-        # the first test image of digit d
-        grid = analysis.interpolation_grid(model, x[2 * d:2 * d + 1], d)
-        analysis.save_grid(
-            path('interpolation_{}.png'.format(d)), grid,
-            ['dim {}'.format(k) for k in range(len(grid))],
-            ['{:+.2f}'.format(t) for t in deltas],
-            title='Digit {}: each capsule dimension tweaked '
-            '(red: untweaked)'.format(d),
-            marked_col=int(numpy.flatnonzero(deltas == 0)[0]))
-    return paths
-
-
-def evaluate(args, model, images, labels, device, multi):
-    """The --evaluate report: accuracy on the test images (warped first with
-    --affine), or on their MultiMNIST pairs."""
-    report = {}
-    if multi:
-        pairs = multimnist.evaluation_pairs((images, labels),
-                                            multimnist.TEST_SEED)
-        accuracy = analysis.pair_correct(model, pairs, device,
-                                         args.batchsize).mean()
-        report['dataset'] = 'multimnist'
-    else:
-        if args.affine:
-            strength = dict(rotation=args.affine_rotation,
-                            scale=args.affine_scale, shear=args.affine_shear,
-                            translation=args.affine_translation)
-            images = affine.random_affine(images, args.affine_seed,
-                                          **strength)
-            report['affine'] = dict(strength, seed=args.affine_seed)
-        accuracy = analysis.accuracy(model, images, labels, device,
-                                     args.batchsize)
-    return dict({'accuracy': round(float(accuracy), 6),
-                 'error_percent': round(100 * (1 - float(accuracy)), 4),
-                 'n': len(images)}, **report)
-
-
-def explore(args, model, images, labels, device, model_file):
-    """--explorer writes explorer.html; --serve serves it with the model."""
-    check_capsules(model)
-    if args.dataset == 'multimnist' or args.affnist:
-        raise UserError('the explorer shows single MNIST test digits')
-    data.check_size('--explorer-images', args.explorer_images, len(images))
-    gallery = explorer.gallery(model, images, labels, device,
-                               args.explorer_images, args.batchsize)
-    page = explorer.page_data(model, images, labels, gallery, device)
-    if args.serve:
-        return explorer.serve(model, device, page, args.port)
-    out = cli.writable_dir(
-        args.out or os.path.join(os.path.dirname(model_file), 'analysis'))
-    path = os.path.join(out, explorer.PAGE)
-    checkpoint.atomic_write(path, lambda f: f.write(
-        explorer.render_page(page).encode()))
-    print('wrote {} ({:.1f} MB): open it in a browser'.format(
-        path, os.path.getsize(path) / 1e6))
-
-
 def classify_files(args, model, device):
     """--predict: a JSON line per image file, an error line per file that
     is not an image; exit status 1 if there was any."""
@@ -288,24 +134,32 @@ def main(argv=None):
     if multi and args.affine:
         raise UserError('--affine applies to single digits, not MultiMNIST')
     with kernels.frozen_weights():
-        if args.explorer or args.serve:
-            return explore(args, model, images, labels, device, path)
-        if args.evaluate:
-            print(json.dumps(evaluate(args, model, images, labels, device,
-                                      multi)))
+        if args.evaluate and not (args.explorer or args.serve):
+            warp = dict(rotation=args.affine_rotation,
+                        scale=args.affine_scale, shear=args.affine_shear,
+                        translation=args.affine_translation,
+                        seed=args.affine_seed) if args.affine else None
+            print(json.dumps(evaluation.report(
+                model, images, labels, device, args.batchsize, multi, warp)))
             return
-        out = cli.writable_dir(
+        analysis.check_capsules(model)
+        out = None if args.serve else cli.writable_dir(
             args.out or os.path.join(os.path.dirname(path), 'analysis'))
-        check_capsules(model)
+        if args.explorer or args.serve:
+            if multi or args.affnist:
+                raise UserError('the explorer shows single MNIST test digits')
+            return explorer.explore(model, images, labels, device,
+                                    args.explorer_images, args.batchsize, out,
+                                    args.port if args.serve else None)
         if multi:
-            paths = [render_pairs(model, images, labels, device, out,
-                                  args.batchsize)]
+            paths = [figures.render_pairs(model, images, labels, device, out,
+                                          args.batchsize)]
         else:
-            paths = render(model, images, labels, device, out)
-            paths += render_routing(model, images, labels, device, out,
-                                    args.routing_images, args.routing_types)
+            paths = figures.render(model, images, labels, device, out)
+            paths += figures.render_routing(
+                model, images, labels, device, out, args.routing_images,
+                args.routing_types)
         print('rendered {} images into {}'.format(len(paths), out))
-
 
 if __name__ == '__main__':
     sys.exit(cli.run(main))

@@ -1,9 +1,8 @@
 """Looking inside a trained CapsNet: accuracy, reconstructions, masks,
-interpolations.
+interpolations, routing.
 
 The functions take a model already on its device; the image functions return
-NumPy arrays of images (values in [0, 1]) and ``save_grid`` draws any such
-grid to a PNG.
+NumPy arrays of images (values in [0, 1]), which ``capsnet.figures`` draws.
 """
 import numpy
 
@@ -11,9 +10,9 @@ import chainer
 from chainer import backend
 from chainer.datasets import TupleDataset
 
-from capsnet.checkpoint import atomic_write
 from capsnet.data import BatchConverter
 from capsnet.data import place_on_canvas
+from capsnet.errors import UserError
 from capsnet.functions import multi_correct
 from capsnet.multimnist import FixedPairConverter
 
@@ -144,73 +143,11 @@ def pair_figure(model, x, labels):
     return numpy.stack(rows), longest, absent
 
 
-def save_routing(path, image, maps, truth, predicted):
-    """One image beside its J coupling heatmaps (J, G, G); the predicted
-    digit's map is framed in red."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    j = len(maps)
-    fig, axes = plt.subplots(1, j + 1, figsize=(1.1 * (j + 1) + 0.8, 1.7))
-    axes[0].imshow(image, cmap='gray', vmin=0, vmax=1)
-    axes[0].set_title('label {}\npredicted {}'.format(truth, predicted),
-                      fontsize=7)
-    for k, ax in enumerate(axes[1:]):
-        shown = ax.imshow(maps[k], cmap='viridis', vmin=0,
-                          vmax=max(float(maps.max()), 1e-6))
-        ax.set_title('capsule {}'.format(k), fontsize=7,
-                     color='red' if k == predicted else 'black')
-        for spine in ax.spines.values():
-            spine.set_color('red' if k == predicted else 'black')
-            spine.set_linewidth(2 if k == predicted else 0.5)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(shown, ax=list(axes), fraction=0.02, pad=0.01)
-    fig.suptitle('Coupling c_ij after the last routing iteration, averaged '
-                 'over the capsule types at each grid position', fontsize=8)
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110,
-                                             bbox_inches='tight'))
-    plt.close(fig)
-
-
-def save_grid(path, rows, row_labels=(), col_labels=(), title=None,
-              marked_col=None):
-    """Draw images (R, C, H, W), grey, or (R, C, H, W, 3), RGB, in [0, 1]
-    as one mosaic PNG, rows and columns labelled; ``marked_col`` gets a red
-    frame (e.g. the untweaked column of an interpolation)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    rows = numpy.asarray(rows, dtype=numpy.float32)
-    n_rows, n_cols, h, w = rows.shape[:4]
-    rgb = rows.shape[4:]                                    # () or (3,)
-    gap = 2
-    # white gaps between tiles: pad each tile's bottom and right, then tile
-    tiles = numpy.pad(rows, [(0, 0), (0, 0), (0, gap), (0, gap)] +
-                      [(0, 0)] * len(rgb), constant_values=1)
-    mosaic = tiles.swapaxes(1, 2).reshape(
-        n_rows * (h + gap), n_cols * (w + gap), *rgb)[:-gap, :-gap]
-    inch = 0.42 / h                                  # a tile is 0.42 in
-    fig, ax = plt.subplots(figsize=(mosaic.shape[1] * inch + 1.0,
-                                    mosaic.shape[0] * inch + 0.8))
-    ax.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
-    ax.set_xticks([c * (w + gap) + w / 2 - 0.5 for c in range(len(col_labels))])
-    ax.set_xticklabels(col_labels, fontsize=7)
-    ax.xaxis.tick_top()
-    ax.set_yticks([r * (h + gap) + h / 2 - 0.5 for r in range(len(row_labels))])
-    ax.set_yticklabels(row_labels, fontsize=7)
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if marked_col is not None:
-        ax.add_patch(matplotlib.patches.Rectangle(
-            (marked_col * (w + gap) - 1.5, -1.5), w + 2, mosaic.shape[0] + 2,
-            fill=False, edgecolor='red', linewidth=1.5))
-    if title:
-        ax.set_title(title, fontsize=9, pad=14)
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110,
-                                             bbox_inches='tight'))
-    plt.close(fig)
+def check_capsules(model):
+    """The figures and the explorer need capsules and a decoder."""
+    if model.arch != 'capsnet':
+        raise UserError('the {} has no capsules to look inside: only '
+                        '--evaluate applies'.format(model.arch))
+    if not model.options['reconstruct']:
+        raise UserError('this model has no decoder (trained with '
+                        '--no-reconstruct): only --evaluate applies')

@@ -29,6 +29,8 @@ import numpy
 import chainer
 
 from capsnet import analysis
+from capsnet import data
+from capsnet.checkpoint import atomic_write
 from capsnet.errors import UserError
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
@@ -225,3 +227,19 @@ def serve(model, device, data, port):
         print('stopped', flush=True)
     finally:
         server.server_close()
+
+
+def explore(model, images, labels, device, size, batchsize, out=None,
+            port=None):
+    """``--explorer``: write the page for ``size`` test images into the
+    folder ``out``; ``--serve``: serve it on ``port`` instead."""
+    analysis.check_capsules(model)
+    data.check_size('--explorer-images', size, len(images))
+    indices = gallery(model, images, labels, device, size, batchsize)
+    page = page_data(model, images, labels, indices, device)
+    if port is not None:
+        return serve(model, device, page, port)
+    path = os.path.join(out, PAGE)
+    atomic_write(path, lambda f: f.write(render_page(page).encode()))
+    print('wrote {} ({:.1f} MB): open it in a browser'.format(
+        path, os.path.getsize(path) / 1e6))
