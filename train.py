@@ -29,6 +29,7 @@ from chainer.training import extensions
 from capsnet import adam
 from capsnet import checkpoint
 from capsnet import cli
+from capsnet import custom_data
 from capsnet import data
 from capsnet import distributed
 from capsnet import functions
@@ -40,6 +41,9 @@ from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
 from capsnet.model import BaselineCNN
 from capsnet.model import CapsNetLoss
+
+
+DEFAULT_VAL_SIZE = 5000
 
 
 def build_parser():
@@ -91,9 +95,11 @@ def build_parser():
                    help='train on digits placed at random on a black canvas '
                    'of this side (40: the paper\'s affNIST setting); test '
                    'digits are centred on it')
-    p.add_argument('--val-size', type=cli.integer(0), default=5000,
-                   help='validation images held out of the 60,000 training '
-                   'images; they pick the saved model (0: train on all)')
+    p.add_argument('--val-size', type=cli.integer(0), default=None,
+                   help='validation images held out of the training images '
+                   '(default: {} of MNIST\'s 60,000; a tenth of your own); '
+                   'they pick the saved model (0: train on all)'.format(
+                       DEFAULT_VAL_SIZE))
     p.add_argument('--train-size', type=cli.integer(1), default=None,
                    help='use only the first N training images')
     p.add_argument('--snapshot-interval', type=cli.integer(1), default=100,
@@ -141,6 +147,20 @@ def snapshot_trigger(interval, stop):
     return trigger
 
 
+def image_options(arrays, architecture):
+    """The model's input side, channels and classes, from the user's own
+    data; UserError for a side the architecture cannot take."""
+    _, channels, height, width = arrays['train'][0].shape
+    low, high = architecture.MIN_SIDE, checkpoint.MAX_SIDE
+    if height != width or not low <= height <= high:
+        raise UserError('the images are {}x{}; the model takes square images '
+                        'of {} to {} pixels a side: pad or scale them'.format(
+                            height, width, low, high))
+    names = arrays['classes']
+    return dict(in_size=height, in_channels=channels, n_classes=len(names),
+                class_names=names)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cluster = distributed.create(args.communicator, args.gpu)
@@ -163,8 +183,15 @@ def main(argv=None):
     if multi or args.canvas:
         options['in_size'] = multimnist.CANVAS if multi else args.canvas
 
-    splits = data.split_arrays(data.load(args.dataset, args.data_dir),
-                               args.val_size, args.train_size, args.test_size)
+    arrays = data.load(args.dataset, args.data_dir)
+    if custom_data.is_custom(args.dataset):
+        if args.canvas:
+            raise UserError('--canvas applies to MNIST digits only')
+        options.update(image_options(arrays, architecture))
+    if args.val_size is None:                 # recorded in options.json
+        args.val_size = min(DEFAULT_VAL_SIZE, len(arrays['train'][0]) // 10)
+    splits = data.split_arrays(arrays, args.val_size, args.train_size,
+                               args.test_size)
     # --test-size 0: the test set is not looked at during training
     train, val, test = (TupleDataset(*split) if split and len(split[0])
                         else None for split in splits)

@@ -85,9 +85,11 @@ def _read_npz(path, read):
 
 
 # What a model file's options may hold: (type, lowest, highest) or choices
+MAX_SIDE = 64                   # the largest input side a model file may hold
 _OPTION_RANGES = {
     'n_classes': (int, 2, 1000), 'routing': (int, 1, 100),
-    'in_size': (int, 28, 64), 'leaky_slope': (float, 0, 0.999),
+    'in_size': (int, 17, MAX_SIDE), 'in_channels': (int, 1, 3),
+    'class_names': (list,), 'leaky_slope': (float, 0, 0.999),
     'dropout': (float, 0, 0.999), 'reconstruct': (bool,),
     'shared_weights': (bool,), 'capsule_bias': (bool,),
     'dropout_after': ('last', 'both'),
@@ -105,6 +107,12 @@ def _check_options(path, architecture, options):
         elif isinstance(allowed[0], str):
             wrong = None if value in allowed else 'must be one of {}'.format(
                 ', '.join(allowed))
+        elif allowed[0] is list:            # names of the classes
+            wrong = None if value is None or (
+                isinstance(value, list) and
+                len(value) == options.get('n_classes') and
+                all(isinstance(v, str) for v in value)) else \
+                'must be n_classes names'
         elif allowed[0] is bool:
             wrong = None if isinstance(value, bool) else 'must be true or false'
         else:

@@ -96,9 +96,11 @@ def add_common_arguments(parser, min_test_size=1):
     parser.add_argument('-g', '--gpu', type=GPU, default=-1,
                         help='GPU id; -1 runs on the CPU (default)')
     parser.add_argument('--dataset', default='mnist',
-                        choices=['mnist', 'fashion-mnist', 'multimnist'],
-                        help='multimnist: two overlapping MNIST digits on a '
-                        '36x36 canvas (the paper, section 6)')
+                        help='mnist, fashion-mnist, multimnist (two '
+                        'overlapping MNIST digits on a 36x36 canvas, the '
+                        "paper's section 6), or your own: a folder of class "
+                        'folders of images, or an .npz with x_train, '
+                        'y_train (capsnet/custom_data.py)')
     parser.add_argument('--data-dir', default=None,
                         help='folder of the four IDX files (.gz or not); by '
                         "default they are downloaded once to Chainer's cache")

@@ -40,30 +40,40 @@ class CapsNet(chainer.Chain):
         capsule_bias: a learned (J, 16) bias added to every s_j in every
             routing iteration, initialised to 0.1, as in the official code
             (the paper has none).
-        in_size: input side (28 for MNIST, 36 for MultiMNIST).
+        in_size: input side (28 for MNIST, 36 for MultiMNIST; at least
+            MIN_SIDE, what the two 9x9 convolutions need).
+        in_channels: 1 for grey images, 3 for colour.
+        class_names: the classes' names, kept with the model (None: the
+            class numbers).
         fused: run the fast kernels of capsnet/kernels.py (default) or their
             plain Chainer compositions in capsnet/functions.py, which are
             easier to modify; same parameters, same results.
     """
 
     arch = 'capsnet'
+    MIN_SIDE = 17
     # what files made before an option existed did without it
-    IMPLICIT_OPTIONS = dict(capsule_bias=False)
+    IMPLICIT_OPTIONS = dict(capsule_bias=False, in_channels=1,
+                            class_names=None)
 
     def __init__(self, n_classes=10, routing=3, reconstruct=True,
                  shared_weights=False, leaky_slope=0.0, capsule_bias=False,
-                 in_size=28, fused=True):
+                 in_size=28, in_channels=1, class_names=None, fused=True):
         super().__init__()
+        if in_size < self.MIN_SIDE:
+            raise ValueError('CapsNet takes images of {0}x{0} or more'.format(
+                self.MIN_SIDE))
         self.ops = kernels if fused else functions
         self.options = dict(
             n_classes=n_classes, routing=routing, reconstruct=reconstruct,
             shared_weights=shared_weights, leaky_slope=leaky_slope,
-            capsule_bias=capsule_bias, in_size=in_size)
+            capsule_bias=capsule_bias, in_size=in_size,
+            in_channels=in_channels, class_names=class_names)
         self.grid = ((in_size - 8) - 9) // 2 + 1                 # 6 for 28
         n_primary = self.grid ** 2 * PRIMARY_TYPES               # 1152
         n_weights = PRIMARY_TYPES if shared_weights else n_primary
         with self.init_scope():
-            self.conv1 = L.Convolution2D(1, 256, 9)
+            self.conv1 = L.Convolution2D(in_channels, 256, 9)
             # PrimaryCaps' convolution is channels-last (NHWC): grid position
             # major, so its output reshapes into capsules without a copy
             self.primary_W = chainer.Parameter(
@@ -80,10 +90,10 @@ class CapsNet(chainer.Chain):
             if reconstruct:
                 self.fc1 = L.Linear(n_classes * DIGIT_DIM, 512)
                 self.fc2 = L.Linear(512, 1024)
-                self.fc3 = L.Linear(1024, in_size * in_size)
+                self.fc3 = L.Linear(1024, in_channels * in_size * in_size)
 
     def primary_capsules(self, x):
-        """x (N, 1, H, W) -> u (N, G, G, 32, 8), squashed."""
+        """x (N, C, H, W) -> u (N, G, G, 32, 8), squashed."""
         n = len(x)
         h = self.conv1(x)                                    # (N, 256, 20, 20)
         slope = self.options['leaky_slope']
@@ -100,7 +110,8 @@ class CapsNet(chainer.Chain):
         return self.ops.capsule_predictions(u, self.digit_W)
 
     def capsules(self, x):
-        """x (N, 1, H, W) -> digit capsules v (N, J, 16), couplings (N, J, I)."""
+        """x (N, C, H, W) -> digit capsules v (N, J, 16), couplings (N, J,
+        I)."""
         u_hat = self.predictions(self.primary_capsules(x))
         return self.ops.dynamic_routing(
             u_hat, self.options['routing'],
@@ -108,7 +119,7 @@ class CapsNet(chainer.Chain):
 
     def decode(self, v, labels):
         """Reconstruct from capsule ``labels[n]`` of v (N, J, 16) alone:
-        -> (N, H * W) in [0, 1]."""
+        -> (N, C * H * W) in [0, 1]."""
         return self.ops.decoder(
             self.ops.masked_capsules(v, labels), *(
                 p for layer in (self.fc1, self.fc2, self.fc3)
@@ -147,20 +158,24 @@ class BaselineCNN(chainer.Chain):
     """
 
     arch = 'baseline'
-    IMPLICIT_OPTIONS = dict(dropout_after='both')
+    MIN_SIDE = CapsNet.MIN_SIDE     # one floor for both (5x5 needs only 1)
+    IMPLICIT_OPTIONS = dict(dropout_after='both', in_channels=1,
+                            class_names=None)
     DROPOUT_PLACES = ('last', 'both')
 
     def __init__(self, n_classes=10, in_size=28, dropout=0.5,
-                 dropout_after='last', fused=True):
+                 dropout_after='last', in_channels=1, class_names=None,
+                 fused=True):
         super().__init__()
         if dropout_after not in self.DROPOUT_PLACES:
             raise ValueError('dropout_after is one of {}'.format(
                 self.DROPOUT_PLACES))
         self.ops = kernels if fused else functions
         self.options = dict(n_classes=n_classes, in_size=in_size,
-                            dropout=dropout, dropout_after=dropout_after)
+                            dropout=dropout, dropout_after=dropout_after,
+                            in_channels=in_channels, class_names=class_names)
         with self.init_scope():
-            self.conv1 = L.Convolution2D(1, 256, 5, pad=2)
+            self.conv1 = L.Convolution2D(in_channels, 256, 5, pad=2)
             self.conv2 = L.Convolution2D(256, 256, 5, pad=2)
             self.conv3 = L.Convolution2D(256, 128, 5, pad=2)
             self.fc1 = L.Linear(128 * in_size * in_size, 328)

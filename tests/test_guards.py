@@ -286,7 +286,9 @@ def test_a_model_file_given_to_resume_is_named_as_one(tmp_path):
 
 @pytest.mark.parametrize('change, message', [
     ({'in_size': 1000}, 'option in_size holds 1000; it must be an integer '
-     'in [28, 64]'),
+     'in [17, 64]'),
+    ({'class_names': ['a', 'b']}, "option class_names holds ['a', 'b']; it "
+     'must be n_classes names'),
     ({'routing': 0}, 'option routing holds 0'),
     ({'reconstruct': 'yes'}, "option reconstruct holds 'yes'; it must be "
      'true or false'),

@@ -20,8 +20,10 @@ def test_saved_model_is_the_papers_architecture():
     model = checkpoint.load_model(checkpoint.model_path(SAVED))
     assert model.options == dict(n_classes=10, routing=3, reconstruct=True,
                                  shared_weights=False, leaky_slope=0.0,
-                                 capsule_bias=False, in_size=28)
-    # saved before --capsule-bias existed: it reads as without the bias
+                                 capsule_bias=False, in_size=28,
+                                 in_channels=1, class_names=None)
+    # saved before --capsule-bias and your own data existed: it reads as
+    # without the bias, on grey MNIST digits
     with open(os.path.join(SAVED, 'options.json')) as f:
         assert dict(CapsNet.IMPLICIT_OPTIONS,
                     **json.load(f)['model']) == model.options

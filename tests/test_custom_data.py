@@ -1,0 +1,140 @@
+"""Training on your own data: a folder of class folders, or an .npz; the
+model takes its side, channels and classes from it."""
+import json
+import shutil
+
+import numpy
+import pytest
+from PIL import Image
+
+from capsnet import custom_data
+from capsnet import data
+from capsnet.errors import UserError
+from conftest import MNIST_FIXTURE
+from conftest import refuses
+from conftest import run_here
+
+CLASSES = ['zero', 'one', 'two']
+NAMES = sorted(CLASSES)             # the classes, in their folders' order
+
+
+@pytest.fixture(scope='module')
+def tree(tmp_path_factory):
+    """The fixture's first 30 training digits of 0, 1 and 2 as PNG files
+    in class folders named zero, one, two."""
+    root = tmp_path_factory.mktemp('tree')
+    images, labels = data.load('mnist', MNIST_FIXTURE, ('train',))['train']
+    for digit, name in enumerate(CLASSES):
+        (root / name).mkdir()
+        for k in numpy.flatnonzero(labels == digit)[:30]:
+            Image.fromarray(images[k, 0]).save(root / name / '{}.png'.format(
+                k))
+    return root
+
+
+def test_a_class_folder_tree_reads_as_a_dataset(tree):
+    arrays, names = custom_data.load(str(tree))
+    assert names == NAMES == ['one', 'two', 'zero']
+    (x, y), (x_test, y_test) = arrays['train'], arrays['test']
+    assert x.shape == (81, 1, 28, 28) and x.dtype == numpy.uint8
+    assert len(x_test) == 9 and set(y) | set(y_test) == {0, 1, 2}
+    # the images are the files' pixels, under their folder's class
+    fixture, labels = data.load('mnist', MNIST_FIXTURE, ('train',))['train']
+    first_zero = fixture[numpy.flatnonzero(labels == 0)[0]]
+    assert any((image == first_zero).all() for image in
+               numpy.concatenate([x, x_test])[
+                   numpy.concatenate([y, y_test]) == NAMES.index('zero')])
+
+
+def test_a_class_folder_tree_trains_and_evaluates(tree, tmp_path):
+    out = tmp_path / 'run'
+    run_here('train.py', '--dataset', str(tree), '-b', '16', '-e', '1',
+             '--save', str(out))
+    options = json.loads((out / 'options.json').read_text())
+    assert options['model'] == dict(options['model'], n_classes=3, in_size=28,
+                                    in_channels=1, class_names=NAMES)
+    assert options['train']['val_size'] == 8          # a tenth of 81
+    report = json.loads(run_here('analyze.py', '--load', str(out),
+                                 '--dataset', str(tree),
+                                 '--evaluate').stdout)
+    assert report['n'] == 9
+
+
+@pytest.fixture(scope='module')
+def colour_npz(tmp_path_factory):
+    """60 colour 32x32 images of 3 classes, each class its own hue."""
+    rng = numpy.random.RandomState(0)
+    y = numpy.arange(60) % 3
+    x = rng.randint(0, 60, (60, 32, 32, 3)).astype(numpy.uint8)
+    x[numpy.arange(60), 8:24, 8:24, y] = 250
+    path = tmp_path_factory.mktemp('npz') / 'colour.npz'
+    numpy.savez(path, x_train=x[:48], y_train=y[:48], x_test=x[48:],
+                y_test=y[48:], class_names=numpy.array(['red', 'green',
+                                                        'blue']))
+    return path
+
+
+def test_a_colour_npz_trains_and_evaluates(colour_npz, tmp_path):
+    out = tmp_path / 'run'
+    run_here('train.py', '--dataset', str(colour_npz), '-b', '8', '-e', '1',
+             '--save', str(out))
+    options = json.loads((out / 'options.json').read_text())['model']
+    assert (options['in_size'], options['in_channels'], options['n_classes'],
+            options['class_names']) == (32, 3, 3, ['red', 'green', 'blue'])
+    report = json.loads(run_here('analyze.py', '--load', str(out),
+                                 '--dataset', str(colour_npz),
+                                 '--evaluate').stdout)
+    assert report['n'] == 12
+
+
+def test_an_npz_without_test_images_gets_a_seeded_tenth(tmp_path):
+    x = numpy.random.RandomState(1).rand(50, 20, 20).astype(numpy.float32)
+    numpy.savez(tmp_path / 'd.npz', x_train=x, y_train=numpy.arange(50) % 4)
+    arrays, names = custom_data.load(str(tmp_path / 'd.npz'))
+    assert names == ['0', '1', '2', '3']
+    assert [len(arrays[p][0]) for p in ('train', 'test')] == [45, 5]
+    assert arrays['train'][0].shape[1:] == (1, 20, 20)
+    again, _ = custom_data.load(str(tmp_path / 'd.npz'))
+    numpy.testing.assert_array_equal(again['test'][0], arrays['test'][0])
+
+
+def test_bad_data_gets_one_line_each(tree, tmp_path):
+    def fails(message, path):
+        with pytest.raises(UserError, match=message):
+            custom_data.load(str(path))
+
+    bad = tmp_path / 'bad'
+    shutil.copytree(tree, bad)
+    (bad / 'one' / 'notes.png').write_text('not an image')
+    fails(r'one/notes.png is not an image that can be read', bad)
+    (bad / 'one' / 'notes.png').unlink()
+    Image.new('L', (30, 28)).save(bad / 'two' / 'wide.png')
+    fails(r'wide.png is 28x30, but .* is 28x28: the images must be of one '
+          'size', bad)
+    (bad / 'two' / 'wide.png').unlink()
+    (bad / 'three').mkdir()
+    fails('the class folder .*three is empty', bad)
+    single = tmp_path / 'single'
+    shutil.copytree(tree / 'zero', single / 'zero')
+    fails('holds 1 class folder', single)
+    x = numpy.zeros((10, 20, 20), numpy.uint8)
+    for y, message in ((numpy.arange(10) - 1, 'whole numbers in'),
+                       (numpy.full(10, 0.5), 'whole numbers in'),
+                       (numpy.zeros(10), 'has 1 class')):
+        numpy.savez(tmp_path / 'bad.npz', x_train=x, y_train=y)
+        fails(message, tmp_path / 'bad.npz')
+    numpy.savez(tmp_path / 'bad.npz', x_train=x, y_train=numpy.arange(10) % 3,
+                class_names=numpy.array(['a', 'b']))
+    fails(r'y_train of .* must be 10 whole numbers in \[0, 2\)',
+          tmp_path / 'bad.npz')
+    numpy.savez(tmp_path / 'bad.npz', images=x)
+    fails('needs x_train and y_train', tmp_path / 'bad.npz')
+
+
+def test_images_too_small_for_the_model_get_one_line(tmp_path):
+    x = numpy.zeros((40, 12, 12), numpy.uint8)
+    numpy.savez(tmp_path / 'small.npz', x_train=x,
+                y_train=numpy.arange(40) % 2)
+    refuses('the images are 12x12; the model takes square images of 17 to '
+            '64 pixels a side', 'train.py', '--dataset',
+            str(tmp_path / 'small.npz'), '--save', str(tmp_path / 'run'))
