@@ -20,8 +20,17 @@ from capsnet.multimnist import FixedPairConverter
 DELTAS = numpy.arange(-5, 6) * 0.05
 
 
-def _to_images(recon, side):
-    return backend.CpuDevice().send(recon.array).reshape(-1, side, side)
+def pictures(x):
+    """Images (N, C, S, S) -> what figures draw: (N, S, S) grey, or
+    (N, S, S, 3) colour."""
+    x = backend.CpuDevice().send(x)
+    return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+
+
+def class_names(model):
+    """The model's class names: its data's, or the class numbers."""
+    return model.options.get('class_names') or [
+        str(j) for j in range(model.options['n_classes'])]
 
 
 def digit_capsules(model, x):
@@ -88,10 +97,13 @@ def routing_maps(model, x):
 
 
 def decode(model, v, labels):
-    """Images (N, H, W) decoded from capsule labels[n] of v (N, J, 16)."""
+    """Images (N, H, W) (or (N, H, W, 3) in colour) decoded from capsule
+    labels[n] of v (N, J, 16)."""
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         recon = model.decode(v, model.xp.asarray(labels))
-    return _to_images(recon, model.options['in_size'])
+    side = model.options['in_size']
+    return pictures(backend.CpuDevice().send(recon.array).reshape(
+        len(v), -1, side, side))
 
 
 def mask_grid(model, x):

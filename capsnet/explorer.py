@@ -234,6 +234,9 @@ def explore(model, images, labels, device, size, batchsize, out=None,
     """``--explorer``: write the page for ``size`` test images into the
     folder ``out``; ``--serve``: serve it on ``port`` instead."""
     analysis.check_capsules(model)
+    if model.options.get('in_channels', 1) != 1:
+        raise UserError('the explorer draws grey images; this model takes '
+                        'colour ones')
     data.check_size('--explorer-images', size, len(images))
     indices = gallery(model, images, labels, device, size, batchsize)
     page = page_data(model, images, labels, indices, device)

@@ -28,39 +28,40 @@ def render(model, images, labels, device, out):
         paths.append(os.path.join(out, name))
         return paths[-1]
 
-    # two test images per digit, in digit order
+    # two test images per class, in class order
     picks = numpy.concatenate(
         [numpy.flatnonzero(labels == d)[:2] for d in range(n_classes)])
     if len(picks) < 2 * n_classes:
-        raise UserError('the test images hold fewer than two of each digit')
+        raise UserError('the test images hold fewer than two of each class')
     inputs = analysis.model_input(model, images[picks])
     x = device.send(inputs)
-    inputs = inputs[:, 0]
+    inputs = analysis.pictures(inputs)
+    names = analysis.class_names(model)
     v, predicted = analysis.digit_capsules(model, x)
     predicted = chainer.backend.CpuDevice().send(predicted)
     reconstructed = analysis.decode(model, v, predicted)
-    truth = ['{}'.format(t) for t in labels[picks]]
+    truth = [names[t] for t in labels[picks]]
     save_grid(
         path('reconstructions.png'), [inputs, reconstructed],
-        ['input', 'recon.'], ['{}->{}'.format(t, p)
+        ['input', 'recon.'], ['{}->{}'.format(names[t], names[p])
                               for t, p in zip(labels[picks], predicted)],
         title='Inputs and their reconstructions from the longest capsule '
         '(true->predicted)')
     masks = analysis.mask_grid(model, x)
     save_grid(
         path('mask_grid.png'), [inputs, *masks],
-        ['input'] + ['mask {}'.format(j) for j in range(n_classes)], truth,
+        ['input'] + ['mask {}'.format(name) for name in names], truth,
         title='Reconstruction from each digit capsule alone')
     deltas = analysis.DELTAS
     for d in range(n_classes):
-        # the first test image of digit d
+        # the first test image of class d
         grid = analysis.interpolation_grid(model, x[2 * d:2 * d + 1], d)
         save_grid(
             path('interpolation_{}.png'.format(d)), grid,
             ['dim {}'.format(k) for k in range(len(grid))],
             ['{:+.2f}'.format(t) for t in deltas],
-            title='Digit {}: each capsule dimension tweaked '
-            '(red: untweaked)'.format(d),
+            title='Class {}: each capsule dimension tweaked '
+            '(red: untweaked)'.format(names[d]),
             marked_col=int(numpy.flatnonzero(deltas == 0)[0]))
     return paths
 
@@ -76,7 +77,7 @@ def render_routing(model, images, labels, device, out, indices, per_type):
         predicted = int(chainer.backend.CpuDevice().send(
             analysis.digit_capsules(model, x)[1])[0])
         paths.append(os.path.join(out, 'routing_{}.png'.format(k)))
-        save_routing(paths[-1], image[0, 0], mean[0],
+        save_routing(paths[-1], analysis.pictures(image)[0], mean[0],
                               int(labels[k]), predicted)
         if per_type:
             paths.append(os.path.join(out, 'routing_types_{}.png'.format(k)))

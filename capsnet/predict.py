@@ -10,6 +10,9 @@ light digit on a dark ground (a dark digit on a light ground is inverted),
 cropped to the digit, scaled to fit 20x20 keeping its aspect, and placed in
 28x28 with its centre of mass at the centre. Arrays that are already
 MNIST-like (the model's side, light on dark) are taken as they are.
+
+A model trained on your own data (``train.py --dataset PATH``) takes an
+image as it is, in grey or colour as it was trained, scaled to its side.
 """
 import os
 
@@ -26,9 +29,10 @@ BOX = 20            # MNIST: the digit fits a 20x20 box in the 28x28 image
 INK = 0.2           # a pixel this bright (of the brightest) is part of it
 
 
-def read_image(path):
+def read_image(path, channels=1):
     """The image file ``path`` (any format Pillow reads) as grey levels
-    (H, W) in [0, 1]; UserError naming the file if it cannot be read."""
+    (H, W), or colour (H, W, 3) for ``channels`` 3, in [0, 1]; UserError
+    naming the file if it cannot be read."""
     from PIL import Image
     from PIL import UnidentifiedImageError
     try:
@@ -39,13 +43,14 @@ def read_image(path):
                 # a transparent ground counts as white paper
                 ground = Image.new('RGBA', image.size, 'white')
                 image = Image.alpha_composite(ground, image.convert('RGBA'))
-            grey = numpy.asarray(image.convert('L'), dtype=numpy.float32)
+            pixels = numpy.asarray(image.convert(
+                'RGB' if channels == 3 else 'L'), dtype=numpy.float32)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise UserError('{}: cannot read it as an image ({})'.format(
             path, getattr(e, 'strerror', None) or e))
-    if grey.size == 0:
+    if pixels.size == 0:
         raise UserError('{}: the image is empty'.format(path))
-    return grey / 255
+    return pixels / 255
 
 
 def mnist_style(grey, side=28, name='the image'):
@@ -92,28 +97,56 @@ class Model:
         self.model = model
         self.device = device
         self.side = model.options['in_size']
+        self.channels = model.options.get('in_channels', 1)
+        # a model of one's own data takes its images as they are, scaled to
+        # its side; an MNIST model takes them made as MNIST's were
+        self.as_mnist = model.options.get('class_names') is None and \
+            self.channels == 1
+        self.names = analysis.class_names(model)
+
+    def _prepare(self, image, name='the image'):
+        """One image (H, W) or (H, W, 3) in [0, 1] -> (C, S, S)."""
+        if self.as_mnist:
+            if image.ndim == 3:
+                image = image.mean(axis=2)
+            return mnist_style(image, self.side, name)[None]
+        from PIL import Image
+        picture = Image.fromarray(numpy.uint8(numpy.round(image * 255)))
+        picture = picture.convert('RGB' if self.channels == 3 else 'L')
+        if picture.size != (self.side, self.side):
+            picture = picture.resize((self.side, self.side),
+                                     Image.Resampling.LANCZOS)
+        x = numpy.asarray(picture, dtype=numpy.float32) / 255
+        return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
 
     def inputs(self, images):
-        """The model's input (N, 1, S, S) float32 for ``images``."""
+        """The model's input (N, C, S, S) float32 for ``images``."""
         if isinstance(images, (str, os.PathLike)):
             images = [images]
         if isinstance(images, (list, tuple)) and images and isinstance(
                 images[0], (str, os.PathLike)):
-            return numpy.stack([mnist_style(read_image(p), self.side, p)
-                                for p in images])[:, None]
+            return numpy.stack([self._prepare(read_image(p, self.channels),
+                                              p) for p in images])
         x = numpy.asarray(images)
         x = x.astype(numpy.float32) / 255 if x.dtype == numpy.uint8 else \
             x.astype(numpy.float32)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim == 4:
-            x = x[:, 0]
-        if x.ndim != 3:
-            raise UserError('images must be (N, H, W), (N, 1, H, W) or '
-                            '(H, W); got shape {}'.format(x.shape))
-        if x.shape[1:] != (self.side, self.side):
-            x = numpy.stack([mnist_style(image, self.side) for image in x])
-        return x[:, None]
+        if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] == 3 and
+                           self.channels == 3):
+            x = x[None]                                 # one image
+        if x.ndim == 4 and x.shape[1] in (1, 3):        # (N, C, H, W)
+            if x.shape[1:] == (self.channels, self.side, self.side):
+                return x
+            x = x.transpose(0, 2, 3, 1)
+        if x.ndim == 4 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.ndim not in (3, 4):
+            raise UserError('images must be (N, H, W), (N, H, W, 3), (N, C, '
+                            'H, W) or one image; got shape {}'.format(
+                                x.shape))
+        if x.shape[1:3] == (self.side, self.side) and (
+                x.ndim == 3) == (self.channels == 1):    # ready as they are
+            return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        return numpy.stack([self._prepare(image) for image in x])
 
     def classify(self, images):
         """-> predicted (N,) classes and capsule lengths (N, J)."""
@@ -156,21 +189,22 @@ def predict_files(model, paths, out=None):
         except UserError as e:
             yield None, str(e)
             continue
-        predicted, lengths = model.classify(x[:, 0])
+        predicted, lengths = model.classify(x)
         report = {'file': path, 'predicted': int(predicted[0]),
-                  'label': str(int(predicted[0])),
+                  'label': model.names[int(predicted[0])],
                   'lengths': [round(float(v), 6) for v in lengths[0]]}
         if out is not None:
             stem = os.path.splitext(os.path.basename(path))[0]
-            recon = (model.reconstruct(x[:, 0])[0] if
+            recon = (model.reconstruct(x)[0] if
                      model.model.options.get('reconstruct') else None)
             save_prediction(os.path.join(out, 'predict_{}_{}.png'.format(
-                k, stem)), read_image(path), x[0, 0], recon, lengths[0],
-                path)
+                k, stem)), read_image(path, model.channels),
+                analysis.pictures(x)[0], recon, lengths[0], path,
+                model.names)
         yield report, None
 
 
-def save_prediction(path, original, x, recon, lengths, name):
+def save_prediction(path, original, x, recon, lengths, name, names):
     """One figure: the image as read, the model's input made from it, its
     reconstruction (if the model has a decoder) and the capsule lengths."""
     import matplotlib
@@ -193,8 +227,8 @@ def save_prediction(path, original, x, recon, lengths, name):
     axes[-1].set_xticks(range(len(lengths)))
     axes[-1].set_ylim(0, 1)
     axes[-1].set_title('capsule lengths', fontsize=8)
-    fig.suptitle('{}: predicted {}'.format(os.path.basename(name), best),
-                 fontsize=9)
+    fig.suptitle('{}: predicted {}'.format(os.path.basename(name),
+                                           names[best]), fontsize=9)
     checkpoint.atomic_write(path, lambda f: fig.savefig(
         f, format='png', dpi=100, bbox_inches='tight'))
     plt.close(fig)

@@ -1,12 +1,14 @@
 """Training on your own data: a folder of class folders, or an .npz; the
 model takes its side, channels and classes from it."""
 import json
+import os
 import shutil
 
 import numpy
 import pytest
 from PIL import Image
 
+import capsnet
 from capsnet import custom_data
 from capsnet import data
 from capsnet.errors import UserError
@@ -138,3 +140,33 @@ def test_images_too_small_for_the_model_get_one_line(tmp_path):
     refuses('the images are 12x12; the model takes square images of 17 to '
             '64 pixels a side', 'train.py', '--dataset',
             str(tmp_path / 'small.npz'), '--save', str(tmp_path / 'run'))
+
+
+def test_every_analysis_of_a_colour_model(colour_npz, tmp_path):
+    """Figures with the class names, --predict on image files and the API;
+    the explorer, which draws grey images, says so."""
+    out = tmp_path / 'run'
+    run_here('train.py', '--dataset', str(colour_npz), '-b', '8', '-e', '1',
+             '--save', str(out))
+    figures = tmp_path / 'figures'
+    run_here('analyze.py', '--load', str(out), '--dataset', str(colour_npz),
+             '--out', str(figures))
+    assert {'mask_grid.png', 'interpolation_0.png', 'routing_0.png'} <= \
+        set(os.listdir(figures))
+    with numpy.load(colour_npz) as npz:
+        x, names = npz['x_test'][:4], list(npz['class_names'])
+    files = []
+    for k, image in enumerate(x):
+        files.append(str(tmp_path / '{}.png'.format(k)))
+        Image.fromarray(image).resize((64, 64)).save(files[-1])
+    result = run_here('analyze.py', '--load', str(out), '--predict', *files,
+                      '--out', str(figures))
+    reports = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r['label'] for r in reports] == [names[r['predicted']]
+                                             for r in reports]
+    model = capsnet.load(str(out))
+    predicted, lengths = model.classify(x)                 # (N, 32, 32, 3)
+    assert lengths.shape == (4, 3)
+    assert model.reconstruct(x).shape == (4, 32, 32, 3)
+    refuses('the explorer draws grey images', 'analyze.py', '--load',
+            str(out), '--dataset', str(colour_npz), '--explorer')
