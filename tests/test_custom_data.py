@@ -60,6 +60,11 @@ def test_a_class_folder_tree_trains_and_evaluates(tree, tmp_path):
                                  '--dataset', str(tree),
                                  '--evaluate').stdout)
     assert report['n'] == 9
+    # a grey model of one's own opens in the explorer too
+    run_here('analyze.py', '--load', str(out), '--dataset', str(tree),
+             '--explorer', '--explorer-images', '9', '--out',
+             str(tmp_path / 'page'))
+    assert (tmp_path / 'page' / 'explorer.html').stat().st_size > 10000
 
 
 @pytest.fixture(scope='module')
