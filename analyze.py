@@ -35,6 +35,7 @@ from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
+from capsnet import datasets
 from capsnet import evaluation
 from capsnet import explorer
 from capsnet import figures
@@ -116,21 +117,26 @@ def main(argv=None):
     model.to_device(device)
     if args.predict:
         return classify_files(args, model, device)
+    dataset = datasets.get(args.dataset, args.data_dir)
     if args.affnist:
         images, labels = affine.read_affnist(args.affnist)
         if model.options['in_size'] != images.shape[-1]:
             raise UserError('affNIST images are 40x40; this model takes '
                             '{0}x{0}'.format(model.options['in_size']))
     else:
-        images, labels = data.load(args.dataset, args.data_dir,
-                                   ('test',))['test']
+        images, labels = dataset.load(('test',))['test']
+        if images.shape[1] != model.options.get('in_channels', 1):
+            raise UserError('this model takes {} channel(s); the images of '
+                            '--dataset {} have {}'.format(
+                                model.options.get('in_channels', 1),
+                                args.dataset, images.shape[1]))
     data.check_size('--test-size', args.test_size, len(images))
     images, labels = images[:args.test_size], labels[:args.test_size]
     for k in args.routing_images:
         if k >= len(images):
             raise UserError('--routing-images {} is outside the {} test '
                             'images'.format(k, len(images)))
-    multi = args.dataset == 'multimnist' and not args.affnist
+    multi = dataset.pairs and not args.affnist
     if multi and args.affine:
         raise UserError('--affine applies to single digits, not MultiMNIST')
     with kernels.frozen_weights():

@@ -29,13 +29,12 @@ from chainer.training import extensions
 from capsnet import adam
 from capsnet import checkpoint
 from capsnet import cli
-from capsnet import custom_data
 from capsnet import data
+from capsnet import datasets
 from capsnet import distributed
 from capsnet import functions
 from capsnet import guards
 from capsnet import kernels
-from capsnet import multimnist
 from capsnet import schedule
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
@@ -147,20 +146,6 @@ def snapshot_trigger(interval, stop):
     return trigger
 
 
-def image_options(arrays, architecture):
-    """The model's input side, channels and classes, from the user's own
-    data; UserError for a side the architecture cannot take."""
-    _, channels, height, width = arrays['train'][0].shape
-    low, high = architecture.MIN_SIDE, checkpoint.MAX_SIDE
-    if height != width or not low <= height <= high:
-        raise UserError('the images are {}x{}; the model takes square images '
-                        'of {} to {} pixels a side: pad or scale them'.format(
-                            height, width, low, high))
-    names = arrays['classes']
-    return dict(in_size=height, in_channels=channels, n_classes=len(names),
-                class_names=names)
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cluster = distributed.create(args.communicator, args.gpu)
@@ -176,38 +161,19 @@ def main(argv=None):
         routing=args.routing, reconstruct=args.reconstruct,
         shared_weights=args.shared_weights, leaky_slope=args.leaky_slope,
         capsule_bias=args.capsule_bias)
-    multi = args.dataset == 'multimnist'
-    if multi and (args.canvas or args.model != 'capsnet'):
-        raise UserError('MultiMNIST trains CapsNet on 36x36 images: '
-                        '--model baseline and --canvas do not apply')
-    if multi or args.canvas:
-        options['in_size'] = multimnist.CANVAS if multi else args.canvas
-
-    arrays = data.load(args.dataset, args.data_dir)
-    if custom_data.is_custom(args.dataset):
-        if args.canvas:
-            raise UserError('--canvas applies to MNIST digits only')
-        options.update(image_options(arrays, architecture))
+    dataset = datasets.get(args.dataset, args.data_dir)
+    arrays = dataset.load()
+    options.update(dataset.model_options(arrays, architecture, args.canvas))
     if args.val_size is None:                 # recorded in options.json
         args.val_size = min(DEFAULT_VAL_SIZE, len(arrays['train'][0]) // 10)
     splits = data.split_arrays(arrays, args.val_size, args.train_size,
                                args.test_size)
-    # --test-size 0: the test set is not looked at during training
-    train, val, test = (TupleDataset(*split) if split and len(split[0])
-                        else None for split in splits)
     order_rng, shift_rng = (numpy.random.default_rng(cluster.seeds(
         args.seed, k)) for k in range(2))
-    if multi:
-        # each training digit gets a fresh partner and positions per batch
-        train_converter = multimnist.PairConverter(*splits[0], shift_rng)
-        val, test = (multimnist.evaluation_pairs(split, seed) for split, seed
-                     in zip(splits[1:], (multimnist.VAL_SEED,
-                                         multimnist.TEST_SEED)))
-        eval_converter = multimnist.FixedPairConverter()
-    else:
-        train_converter = data.BatchConverter(args.max_shift, shift_rng,
-                                              args.canvas)
-        eval_converter = data.BatchConverter(canvas=args.canvas)
+    # --test-size 0: the test set is not looked at during training
+    train = TupleDataset(*splits[0])
+    train_converter, val, test, eval_converter = dataset.batches(
+        splits, args.max_shift, shift_rng, args.canvas)
     # each process trains on its own part, and evaluates its own part
     train = cluster.shard(train, shuffle=True, seed=args.seed)
     val, test = cluster.shard(val), cluster.shard(test)

@@ -17,7 +17,6 @@ import numpy
 import chainer
 from chainer.dataset import convert
 
-from capsnet import custom_data
 from capsnet.errors import UserError
 
 FILES = {
@@ -180,24 +179,16 @@ def _write_atomic(path, raw):
 
 
 def load(dataset='mnist', data_dir=None, parts=('train', 'test')):
-    """{part: (images, labels)} for each of ``parts`` ('train', 'test'),
-    and 'classes': the class names.
+    """{part: (images, labels)} for each of ``parts`` ('train', 'test') of
+    an IDX dataset (DATASETS; capsnet.datasets describes them all).
 
     From ``data_dir`` if given, else from Chainer's dataset cache
     (``$CHAINER_DATASET_ROOT``, by default ~/.chainer/dataset), downloading
-    once. 'multimnist' reads MNIST: capsnet.multimnist pairs its digits. A
-    path is the user's own data (capsnet.custom_data).
+    once.
     """
-    if dataset not in DATASETS and dataset != 'multimnist' and \
-            custom_data.is_custom(dataset):
-        arrays, names = custom_data.load(dataset)
-        return dict({part: arrays[part] for part in parts}, classes=names)
-    if dataset == 'multimnist':
-        dataset = 'mnist'
     if dataset not in DATASETS:
-        raise UserError('unknown dataset {!r}; choose from {}, multimnist, '
-                        'or name a folder or .npz of your own'.format(
-                            dataset, ', '.join(DATASETS)))
+        raise UserError('unknown dataset {!r}; choose from {}'.format(
+            dataset, ', '.join(DATASETS)))
     if data_dir is None:
         data_dir = chainer.dataset.get_dataset_directory('capsnet/' + dataset)
         info = DATASETS[dataset]
@@ -205,8 +196,7 @@ def load(dataset='mnist', data_dir=None, parts=('train', 'test')):
                             for stem in FILES[part]}, info['mirrors'])
     elif not os.path.isdir(data_dir):
         raise UserError('--data-dir {} is not a folder'.format(data_dir))
-    return dict({part: read_split(data_dir, part) for part in parts},
-                classes=[str(c) for c in range(N_CLASSES)])
+    return {part: read_split(data_dir, part) for part in parts}
 
 
 def check_size(flag, size, available):

@@ -1,0 +1,107 @@
+"""The datasets, one description each: where the images come from, what
+the model takes from them, how a batch is made and how an image is scored.
+
+    mnist, fashion-mnist   IDX files: --data-dir, or downloaded once
+    multimnist             MNIST digits paired on a 36x36 canvas (the paper's
+                           section 6): two labels an image, both to be named
+    PATH                   your own: a folder of class folders, or an .npz
+                           (capsnet/custom_data.py)
+
+``get(name, data_dir)`` gives the description; train.py and analyze.py ask
+it instead of testing names.
+"""
+from chainer.datasets import TupleDataset
+
+from capsnet import checkpoint
+from capsnet import custom_data
+from capsnet import data
+from capsnet import multimnist
+from capsnet.errors import UserError
+
+
+class Dataset:
+    """One label an image; images (N, C, S, S) uint8 as stored, shifted by
+    up to ``max_shift`` pixels in training and placed on a ``canvas`` if
+    one is asked for."""
+
+    pairs = False               # two labels an image, both to be named
+
+    def __init__(self, name, data_dir=None):
+        self.name = name
+        self.data_dir = data_dir
+        self.classes = [str(c) for c in range(data.N_CLASSES)]
+
+    def load(self, parts=('train', 'test')):
+        """{part: (images, labels)} for each of ``parts``."""
+        return data.load(self.name, self.data_dir, parts)
+
+    def model_options(self, arrays, architecture, canvas=None):
+        """What the model takes from this data: input side, channels and
+        classes, where they are not MNIST's."""
+        return {'in_size': canvas} if canvas else {}
+
+    def batches(self, splits, max_shift, shift_rng, canvas=None):
+        """(train converter, validation and test datasets or None, their
+        converter) for the (images, labels) splits of ``split_arrays``."""
+        val, test = (TupleDataset(*split) if split and len(split[0]) else
+                     None for split in splits[1:])
+        return (data.BatchConverter(max_shift, shift_rng, canvas), val, test,
+                data.BatchConverter(canvas=canvas))
+
+
+class MultiMNIST(Dataset):
+    """MNIST's digits, each with a partner of another class, both shifted
+    by up to 4 pixels on a 36x36 canvas: fresh pairs every training batch,
+    fixed seeded ones for validation and test."""
+
+    pairs = True
+
+    def load(self, parts=('train', 'test')):
+        return data.load('mnist', self.data_dir, parts)
+
+    def model_options(self, arrays, architecture, canvas=None):
+        if canvas or architecture.arch != 'capsnet':
+            raise UserError('MultiMNIST trains CapsNet on 36x36 images: '
+                            '--model baseline and --canvas do not apply')
+        return {'in_size': multimnist.CANVAS}
+
+    def batches(self, splits, max_shift, shift_rng, canvas=None):
+        val, test = (multimnist.evaluation_pairs(split, seed) for split, seed
+                     in zip(splits[1:], (multimnist.VAL_SEED,
+                                         multimnist.TEST_SEED)))
+        return (multimnist.PairConverter(*splits[0], shift_rng), val, test,
+                multimnist.FixedPairConverter())
+
+
+class OwnData(Dataset):
+    """The user's labelled images, of any side the model takes, grey or
+    colour, with their class names."""
+
+    def load(self, parts=('train', 'test')):
+        arrays, self.classes = custom_data.load(self.name)
+        return {part: arrays[part] for part in parts}
+
+    def model_options(self, arrays, architecture, canvas=None):
+        if canvas:
+            raise UserError('--canvas applies to MNIST digits only')
+        _, channels, height, width = arrays['train'][0].shape
+        low, high = architecture.MIN_SIDE, checkpoint.MAX_SIDE
+        if height != width or not low <= height <= high:
+            raise UserError('the images are {}x{}; the model takes square '
+                            'images of {} to {} pixels a side: pad or scale '
+                            'them'.format(height, width, low, high))
+        return dict(in_size=height, in_channels=channels,
+                    n_classes=len(self.classes), class_names=self.classes)
+
+
+def get(name, data_dir=None):
+    """The description of --dataset ``name`` (with --data-dir)."""
+    if name in data.DATASETS:
+        return Dataset(name, data_dir)
+    if name == 'multimnist':
+        return MultiMNIST(name, data_dir)
+    if custom_data.is_custom(name):
+        return OwnData(name)
+    raise UserError('unknown dataset {!r}; choose from {}, multimnist, or '
+                    'name a folder or .npz of your own'.format(
+                        name, ', '.join(data.DATASETS)))
