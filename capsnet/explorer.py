@@ -9,11 +9,12 @@ itself, so every slider move redraws at once without a server.
 /capsules`` with the digit capsules of a drawn image, from the real Chainer
 model.
 
-Page data (``window.CAPSNET``), for N gallery images, J digit capsules of D
-dimensions on a G x G primary grid:
-    images    N x (S * S) uint8, row-major    labels, predicted   N ints
+Page data (``window.CAPSNET``), for N gallery images of C channels (1 grey,
+3 colour), J digit capsules of D dimensions on a G x G primary grid:
+    images    N x (C * S * S) uint8, row-major    labels, predicted   N ints
     capsules  N x J x D                       couplings           N x J x G*G
-    decoder   [W1 (512, J*D), b1, W2, b2, W3 (S*S, 1024), b3], float16
+    decoder   [W1 (512, J*D), b1, W2, b2, W3 (C*S*S, 1024), b3], float16
+The drawing panel (served pages) draws grey digits: grey models only.
 """
 import base64
 import http.server
@@ -84,9 +85,11 @@ def page_data(model, images, labels, indices, device):
     report = capsule_report(model, device.send(x))
     return {
         'side': model.options['in_size'], 'grid': model.grid,
+        'channels': x.shape[1],
         'indices': indices.tolist(), 'labels': labels[indices].tolist(),
         'predicted': report['predicted'].tolist(),
-        'images': _array(numpy.round(x[:, 0] * 255), numpy.uint8),
+        'images': _array(numpy.round(x.reshape(len(x), -1) * 255),
+                         numpy.uint8),
         'capsules': report['capsules'].tolist(),
         'couplings': numpy.round(report['couplings'], 5).tolist(),
         'decoder': decoder_weights(model),
@@ -118,7 +121,7 @@ def render_page(data, served=False):
 
 
 class CapsuleHandler(http.server.BaseHTTPRequestHandler):
-    """GET / serves the page; POST /capsules takes {"image": S*S numbers
+    """GET / serves the page; POST /capsules takes {"image": C*S*S numbers
     in [0, 1]} and answers {"capsules", "lengths", "predicted",
     "couplings"}; anything malformed gets a 400 with {"error": ...}, a body
     over MAX_BODY a 413 before any of it is read.
@@ -170,7 +173,7 @@ class CapsuleHandler(http.server.BaseHTTPRequestHandler):
             return self._json(400, {'error': str(e)})
         side = self.model.options['in_size']
         with self.lock:
-            x = self.device.send(image.reshape(1, 1, side, side))
+            x = self.device.send(image.reshape(1, -1, side, side))
             report = capsule_report(self.model, x)
         self._json(200, {'capsules': report['capsules'][0].tolist(),
                          'lengths': report['lengths'][0].tolist(),
@@ -178,15 +181,15 @@ class CapsuleHandler(http.server.BaseHTTPRequestHandler):
                          'couplings': report['couplings'][0].tolist()})
 
     def _read_image(self, length):
-        """The posted image as float32 (S*S,) in [0, 1], or ValueError."""
+        """The posted image as float32 (C*S*S,) in [0, 1], or ValueError."""
         body = json.loads(self.rfile.read(length))
         side = self.model.options['in_size']
+        size = self.model.options.get('in_channels', 1) * side * side
         # checked as float64: 1e300 is out of range, not float32's inf
         image = numpy.asarray(body['image'], dtype=numpy.float64)
-        if image.size != side * side or not numpy.all(
-                (image >= 0) & (image <= 1)):
+        if image.size != size or not numpy.all((image >= 0) & (image <= 1)):
             raise ValueError('"image" must be {} numbers in [0, 1]'.format(
-                side * side))
+                size))
         return image.astype(numpy.float32)
 
 
@@ -234,9 +237,6 @@ def explore(model, images, labels, device, size, batchsize, out=None,
     """``--explorer``: write the page for ``size`` test images into the
     folder ``out``; ``--serve``: serve it on ``port`` instead."""
     analysis.check_capsules(model)
-    if model.options.get('in_channels', 1) != 1:
-        raise UserError('the explorer draws grey images; this model takes '
-                        'colour ones')
     data.check_size('--explorer-images', size, len(images))
     indices = gallery(model, images, labels, device, size, batchsize)
     page = page_data(model, images, labels, indices, device)

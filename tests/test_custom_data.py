@@ -2,6 +2,7 @@
 model takes its side, channels and classes from it."""
 import json
 import os
+import re
 import shutil
 
 import numpy
@@ -148,8 +149,8 @@ def test_images_too_small_for_the_model_get_one_line(tmp_path):
 
 
 def test_every_analysis_of_a_colour_model(colour_npz, tmp_path):
-    """Figures with the class names, --predict on image files and the API;
-    the explorer, which draws grey images, says so."""
+    """Figures with the class names, --predict on image files, the API and
+    the explorer's page, in colour."""
     out = tmp_path / 'run'
     run_here('train.py', '--dataset', str(colour_npz), '-b', '8', '-e', '1',
              '--save', str(out))
@@ -173,5 +174,12 @@ def test_every_analysis_of_a_colour_model(colour_npz, tmp_path):
     predicted, lengths = model.classify(x)                 # (N, 32, 32, 3)
     assert lengths.shape == (4, 3)
     assert model.reconstruct(x).shape == (4, 32, 32, 3)
-    refuses('the explorer draws grey images', 'analyze.py', '--load',
-            str(out), '--dataset', str(colour_npz), '--explorer')
+    run_here('analyze.py', '--load', str(out), '--dataset', str(colour_npz),
+             '--explorer', '--explorer-images', '12', '--out', str(figures))
+    page = (figures / 'explorer.html').read_text()
+    inlined = json.loads(re.search(r'window\.CAPSNET = (.*?);</script>',
+                                   page, flags=re.S).group(1))
+    assert inlined['channels'] == 3
+    assert inlined['images']['shape'] == [len(inlined['indices']),
+                                          3 * 32 * 32]
+    assert inlined['decoder'][4]['shape'] == [3 * 32 * 32, 1024]

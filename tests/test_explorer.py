@@ -66,8 +66,9 @@ def test_page_data_is_what_the_model_computed(model, test_images):
     assert (page['side'], page['grid']) == (28, 6)
     assert page['indices'] == [3, 0, 7]
     assert page['labels'] == labels[indices].tolist()
-    numpy.testing.assert_array_equal(from_record(page['images']),
-                                     images[indices, 0])
+    assert page['channels'] == 1
+    numpy.testing.assert_array_equal(
+        from_record(page['images']).reshape(3, 1, 28, 28), images[indices])
     v, c = model_capsules(model, images[indices])
     numpy.testing.assert_allclose(page['capsules'], v, atol=1e-6)
     assert page['predicted'] == numpy.linalg.norm(v, axis=2).argmax(
@@ -296,6 +297,36 @@ def test_the_pages_decoder_matches_chainers(opened, model):
 def reconstruction_pixels(browser):
     return browser.execute_script(
         "return document.getElementById('reconstruction').toDataURL();")
+
+
+def test_a_colour_models_page_draws_in_colour(browser, tmp_path):
+    """A model of one's own colour images (untrained: any decoder will do):
+    its gallery and reconstruction are RGB, and no drawing panel."""
+    from capsnet.model import CapsNet
+    numpy.random.seed(0)
+    model = CapsNet(n_classes=3, in_size=20, in_channels=3,
+                    class_names=['r', 'g', 'b'])
+    model.fc3.W.array *= 100            # outputs far from sigmoid's 0.5
+    images = numpy.random.RandomState(0).randint(
+        0, 256, (4, 3, 20, 20)).astype(numpy.uint8)
+    page = explorer.page_data(model, images, numpy.arange(4) % 3,
+                              numpy.arange(4), chainer.get_device('@numpy'))
+    path = tmp_path / 'colour.html'
+    path.write_text(explorer.render_page(page, served=True))
+    browser.get(path.as_uri())
+    assert not errors(browser)
+    assert not browser.find_element('id', 'draw-panel').is_displayed()
+    for name in ('input', 'reconstruction'):
+        spread = browser.execute_script(
+            "const c = document.getElementById(arguments[0]);"
+            "const d = c.getContext('2d').getImageData(0, 0, c.width, "
+            "c.height).data; let m = 0;"
+            "for (let i = 0; i < d.length; i += 4) m = Math.max(m, "
+            "Math.abs(d[i] - d[i + 1]), Math.abs(d[i + 1] - d[i + 2]));"
+            "return m;", name)
+        # grey would have r = g = b; the untrained decoder's colours are
+        # faint, the random input's strong
+        assert spread > (50 if name == 'input' else 5), (name, spread)
 
 
 def test_a_slider_redraws_the_reconstruction(opened):

@@ -2,13 +2,16 @@
 // holds the gallery and the decoder's weights; this script runs the decoder
 // in the page, so every slider move redraws at once.
 //
-// Shapes: J digit capsules of D dimensions, images S x S, primary grid G x G.
-// A decoder layer's W is (out, in), row-major, as in Chainer's Linear.
+// Shapes: J digit capsules of D dimensions, images C x S x S (C 1 grey or 3
+// colour, channel-major), primary grid G x G. A decoder layer's W is
+// (out, in), row-major, as in Chainer's Linear.
 'use strict';
 
 (function () {
   const data = window.CAPSNET;
   const S = data.side;
+  const C = data.channels || 1;
+  const P = C * S * S;            // numbers in an image
   const J = data.capsules[0].length;
   const D = data.capsules[0][0].length;
   const SLIDER_RANGE = 0.5;       // each dimension moves +-this around its value
@@ -36,7 +39,7 @@
     return Float32Array.from(half, halfToFloat);
   }
 
-  const images = bytes(data.images);          // N x S*S, 0..255
+  const images = bytes(data.images);          // N x C*S*S, 0..255
   const layers = [];                          // [{W, b, rows, cols}] x 3
   for (let k = 0; k < data.decoder.length; k += 2) {
     const [rows, cols] = data.decoder[k].shape;
@@ -46,7 +49,7 @@
 
   // --- the decoder ---------------------------------------------------------
 
-  // Output S*S pixels in [0, 1] from capsule `digit` alone, set to `vector`
+  // Output C*S*S pixels in [0, 1] from capsule `digit` alone, set to `vector`
   // (D numbers); the other capsules are zero, as the decoder's mask makes
   // them. Only the D columns of that capsule in the first layer matter.
   function decode(digit, vector) {
@@ -75,15 +78,21 @@
 
   // --- drawing -------------------------------------------------------------
 
-  // pixels (side x side) mapped from [low, high] to [0, 1], then coloured
-  function paint(canvas, pixels, side, [low, high] = [0, 1], colour = grey) {
+  // pixels (side x side, or 3 planes of them for `channels` 3) mapped from
+  // [low, high] to [0, 1], then coloured (grey planes) or drawn as RGB
+  function paint(canvas, pixels, side, [low, high] = [0, 1], colour = grey,
+                 channels = 1) {
     const small = document.createElement('canvas');
     small.width = small.height = side;
     const context = small.getContext('2d');
     const picture = context.createImageData(side, side);
-    for (let i = 0; i < side * side; i++) {
-      const value = (pixels[i] - low) / (high - low || 1);
-      picture.data.set([...colour(value), 255], 4 * i);
+    const area = side * side;
+    const unit = (v) => (v - low) / (high - low || 1);
+    for (let i = 0; i < area; i++) {
+      const rgb = channels === 3
+        ? [0, 1, 2].map((k) => grey(unit(pixels[k * area + i]))[0])
+        : colour(unit(pixels[i]));
+      picture.data.set([...rgb, 255], 4 * i);
     }
     context.putImageData(picture, 0, 0);
     const target = canvas.getContext('2d');
@@ -135,7 +144,7 @@
       ? 'Drawn digit: predicted ' + digit.predicted
       : 'Test image ' + digit.title + ': label ' + digit.label +
         ', predicted ' + digit.predicted;
-    paint($('input'), state.pixels, S, [0, 255]);
+    paint($('input'), state.pixels, S, [0, 255], grey, C);
     showLengths();
     showMasks();
     showRouting();
@@ -164,7 +173,7 @@
     box.replaceChildren();
     for (let j = 0; j < J; j++) {
       const c = canvas(S, 'capsule ' + j + ' alone');
-      paint(c, decode(j, state.capsules[j]), S);
+      paint(c, decode(j, state.capsules[j]), S, [0, 1], grey, C);
       box.append(figure(c, 'mask ' + j));
     }
   }
@@ -212,13 +221,14 @@
   }
 
   function redraw() {
-    paint($('reconstruction'), decode(state.capsule, state.vector), S);
+    paint($('reconstruction'), decode(state.capsule, state.vector), S,
+          [0, 1], grey, C);
   }
 
   function select(n) {
     document.querySelectorAll('#gallery canvas').forEach(
       (c, k) => c.classList.toggle('chosen', k === n));
-    show({pixels: images.subarray(n * S * S, (n + 1) * S * S),
+    show({pixels: images.subarray(n * P, (n + 1) * P),
           title: data.indices[n], label: data.labels[n],
           predicted: data.predicted[n], capsules: data.capsules[n],
           couplings: data.couplings[n]});
@@ -230,7 +240,7 @@
       const c = canvas(S, 'test image ' + data.indices[n] + ': label ' +
                        label + ', predicted ' + data.predicted[n]);
       if (label !== data.predicted[n]) c.classList.add('wrong');
-      paint(c, images.subarray(n * S * S, (n + 1) * S * S), S, [0, 255]);
+      paint(c, images.subarray(n * P, (n + 1) * P), S, [0, 255], grey, C);
       c.addEventListener('click', () => select(n));
       box.append(c);
     });
@@ -320,9 +330,9 @@
   }
 
   buildGallery();
-  if (data.served) buildDrawing();
+  if (data.served && C === 1) buildDrawing();     // one draws in grey
   select(0);
 
-  // For tests and the console: decode(digit, vector) -> S*S outputs.
+  // For tests and the console: decode(digit, vector) -> C*S*S outputs.
   window.capsnetExplorer = {decode, select, send, state};
 })();
