@@ -125,11 +125,11 @@ def main(argv=None):
                             '{0}x{0}'.format(model.options['in_size']))
     else:
         images, labels = dataset.load(('test',))['test']
-        if images.shape[1] != model.options.get('in_channels', 1):
+        if images.shape[1] != model.options['in_channels']:
             raise UserError('this model takes {} channel(s); the images of '
                             '--dataset {} have {}'.format(
-                                model.options.get('in_channels', 1),
-                                args.dataset, images.shape[1]))
+                                model.options['in_channels'], args.dataset,
+                                images.shape[1]))
     data.check_size('--test-size', args.test_size, len(images))
     images, labels = images[:args.test_size], labels[:args.test_size]
     for k in args.routing_images:

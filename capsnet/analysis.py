@@ -29,7 +29,7 @@ def pictures(x):
 
 def class_names(model):
     """The model's class names: its data's, or the class numbers."""
-    return model.options.get('class_names') or [
+    return model.options['class_names'] or [
         str(j) for j in range(model.options['n_classes'])]
 
 

@@ -29,7 +29,6 @@ class Dataset:
     def __init__(self, name, data_dir=None):
         self.name = name
         self.data_dir = data_dir
-        self.classes = [str(c) for c in range(data.N_CLASSES)]
 
     def load(self, parts=('train', 'test')):
         """{part: (images, labels)} for each of ``parts``."""
@@ -75,7 +74,7 @@ class MultiMNIST(Dataset):
 
 class OwnData(Dataset):
     """The user's labelled images, of any side the model takes, grey or
-    colour, with their class names."""
+    colour, with their class names (``classes``, known once loaded)."""
 
     def load(self, parts=('train', 'test')):
         arrays, self.classes = custom_data.load(self.name)

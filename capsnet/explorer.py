@@ -184,7 +184,7 @@ class CapsuleHandler(http.server.BaseHTTPRequestHandler):
         """The posted image as float32 (C*S*S,) in [0, 1], or ValueError."""
         body = json.loads(self.rfile.read(length))
         side = self.model.options['in_size']
-        size = self.model.options.get('in_channels', 1) * side * side
+        size = self.model.options['in_channels'] * side * side
         # checked as float64: 1e300 is out of range, not float32's inf
         image = numpy.asarray(body['image'], dtype=numpy.float64)
         if image.size != size or not numpy.all((image >= 0) & (image <= 1)):

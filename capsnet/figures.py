@@ -78,7 +78,7 @@ def render_routing(model, images, labels, device, out, indices, per_type):
             analysis.digit_capsules(model, x)[1])[0])
         paths.append(os.path.join(out, 'routing_{}.png'.format(k)))
         save_routing(paths[-1], analysis.pictures(image)[0], mean[0],
-                              int(labels[k]), predicted)
+                     int(labels[k]), predicted)
         if per_type:
             paths.append(os.path.join(out, 'routing_types_{}.png'.format(k)))
             # rows: capsule types; columns: digit capsules
@@ -170,10 +170,12 @@ def save_grid(path, rows, row_labels=(), col_labels=(), title=None,
     fig, ax = plt.subplots(figsize=(mosaic.shape[1] * inch + 1.0,
                                     mosaic.shape[0] * inch + 0.8))
     ax.imshow(mosaic, cmap='gray', vmin=0, vmax=1, interpolation='nearest')
-    ax.set_xticks([c * (w + gap) + w / 2 - 0.5 for c in range(len(col_labels))])
+    ax.set_xticks([c * (w + gap) + w / 2 - 0.5
+                   for c in range(len(col_labels))])
     ax.set_xticklabels(col_labels, fontsize=7)
     ax.xaxis.tick_top()
-    ax.set_yticks([r * (h + gap) + h / 2 - 0.5 for r in range(len(row_labels))])
+    ax.set_yticks([r * (h + gap) + h / 2 - 0.5
+                   for r in range(len(row_labels))])
     ax.set_yticklabels(row_labels, fontsize=7)
     ax.tick_params(length=0)
     for spine in ax.spines.values():

@@ -90,21 +90,21 @@ def mnist_style(grey, side=28, name='the image'):
 class Model:
     """A trained model ready for inference on images (see the module's
     doc): ``classify`` and ``reconstruct`` take a batch of any size as an
-    array (N, H, W) or (N, 1, H, W), uint8 in [0, 255] or float in [0, 1],
-    a single image (H, W), or image file paths."""
+    array (N, H, W), (N, H, W, 3) or (N, C, H, W), uint8 in [0, 255] or
+    float in [0, 1], a single image, or image file paths."""
 
     def __init__(self, model, device):
         self.model = model
         self.device = device
         self.side = model.options['in_size']
-        self.channels = model.options.get('in_channels', 1)
+        self.channels = model.options['in_channels']
         # a model of one's own data takes its images as they are, scaled to
         # its side; an MNIST model takes them made as MNIST's were
-        self.as_mnist = model.options.get('class_names') is None and \
+        self.as_mnist = model.options['class_names'] is None and \
             self.channels == 1
         self.names = analysis.class_names(model)
 
-    def _prepare(self, image, name='the image'):
+    def prepare(self, image, name='the image'):
         """One image (H, W) or (H, W, 3) in [0, 1] -> (C, S, S)."""
         if self.as_mnist:
             if image.ndim == 3:
@@ -125,7 +125,7 @@ class Model:
             images = [images]
         if isinstance(images, (list, tuple)) and images and isinstance(
                 images[0], (str, os.PathLike)):
-            return numpy.stack([self._prepare(read_image(p, self.channels),
+            return numpy.stack([self.prepare(read_image(p, self.channels),
                                               p) for p in images])
         x = numpy.asarray(images)
         x = x.astype(numpy.float32) / 255 if x.dtype == numpy.uint8 else \
@@ -146,7 +146,7 @@ class Model:
         if x.shape[1:3] == (self.side, self.side) and (
                 x.ndim == 3) == (self.channels == 1):    # ready as they are
             return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-        return numpy.stack([self._prepare(image) for image in x])
+        return numpy.stack([self.prepare(image) for image in x])
 
     def classify(self, images):
         """-> predicted (N,) classes and capsule lengths (N, J)."""
@@ -185,7 +185,8 @@ def predict_files(model, paths, out=None):
     "label" (the class's name), "lengths"}."""
     for k, path in enumerate(paths):
         try:
-            x = model.inputs([path])
+            original = read_image(path, model.channels)
+            x = model.prepare(original, path)[None]
         except UserError as e:
             yield None, str(e)
             continue
@@ -198,9 +199,8 @@ def predict_files(model, paths, out=None):
             recon = (model.reconstruct(x)[0] if
                      model.model.options.get('reconstruct') else None)
             save_prediction(os.path.join(out, 'predict_{}_{}.png'.format(
-                k, stem)), read_image(path, model.channels),
-                analysis.pictures(x)[0], recon, lengths[0], path,
-                model.names)
+                k, stem)), original, analysis.pictures(x)[0], recon,
+                lengths[0], path, model.names)
         yield report, None
 
 

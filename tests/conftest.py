@@ -1,4 +1,5 @@
 import contextlib
+import json
 import importlib.util
 import io
 import os
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import threading
 import types
+import urllib.error
+import urllib.request
 
 try:
     import pkg_resources  # noqa: F401
@@ -162,6 +165,20 @@ def explorer_server(model, gallery=8):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def request(url, body=None, path='capsules'):
+    """(status, parsed JSON or the text) of a GET (no body) or POST."""
+    req = urllib.request.Request(url + path, data=body)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
 
 
 def start_explorer_server():

@@ -10,8 +10,6 @@ import shutil
 import signal
 import socket
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy
@@ -26,6 +24,7 @@ from conftest import DATA
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
 from conftest import explorer_server
+from conftest import request
 from conftest import run_here
 from conftest import start_explorer_server
 
@@ -109,20 +108,6 @@ def test_the_page_inlines_its_parts_and_data_nothing_can_break_out_of():
         assert f.read() in page
     assert inlined_data(explorer.render_page(hostile, served=True))[
         'served'] is True
-
-
-def request(url, body=None, path='capsules'):
-    """(status, parsed JSON or the text) of a GET (no body) or POST."""
-    req = urllib.request.Request(url + path, data=body)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode()
 
 
 def image_body(image):

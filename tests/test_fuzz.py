@@ -9,8 +9,6 @@ import gzip
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 
 import numpy
 import pytest
@@ -21,6 +19,7 @@ from conftest import MNIST_FIXTURE
 from conftest import ROOT
 from conftest import TINY
 from conftest import explorer_server
+from conftest import request
 from conftest import run
 from conftest import run_here
 
@@ -251,13 +250,6 @@ def test_mutated_request_bodies_get_a_400(tmp_path):
         rng = numpy.random.RandomState(0)
         valid = [0.5] * 784
 
-        def post(body):
-            request = urllib.request.Request(url + 'capsules', data=body)
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as e:
-                return e.code, json.loads(e.read())
         for _ in range(3 * CASES):
             image = list(valid)
             kind = pick(rng, ['value', 'type', 'length', 'key', 'nest',
@@ -277,6 +269,6 @@ def test_mutated_request_bodies_get_a_400(tmp_path):
             raw = json.dumps(body).encode()
             if kind == 'truncate':
                 raw = raw[:rng.randint(0, len(raw))]
-            status, answer = post(raw)
+            status, answer = request(url, raw)
             assert status == 400 and answer.get('error'), (kind, answer)
-        assert post(json.dumps({'image': valid}).encode())[0] == 200
+        assert request(url, json.dumps({'image': valid}).encode())[0] == 200
