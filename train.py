@@ -17,9 +17,8 @@ import functools
 import os
 import sys
 
+import capsnet  # noqa: F401  (before NumPy and Chainer: it sets up both)
 import numpy
-
-import capsnet  # noqa: F401  (patches chainer before its first import)
 import chainer
 import chainer.links as L
 from chainer import training

@@ -22,10 +22,9 @@ import resource
 import sys
 import time
 
-import numpy
-
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-import capsnet  # noqa: E402  (patches chainer before its first import)
+import capsnet  # noqa: E402  (before NumPy and Chainer: it sets up both)
+import numpy  # noqa: E402
 import chainer  # noqa: E402
 import chainer.links as L  # noqa: E402
 

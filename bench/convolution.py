@@ -12,11 +12,10 @@ import os
 import statistics
 import sys
 
-import numpy
-
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-import capsnet  # noqa: E402,F401  (patches chainer before its first import)
+import capsnet  # noqa: E402,F401  (before NumPy and Chainer: it sets up both)
+import numpy  # noqa: E402
 import chainer  # noqa: E402
 
 from benchmark import synchronizer  # noqa: E402

@@ -2,8 +2,9 @@
 
 The readable reference versions of everything ``capsnet/kernels.py``
 implements fast with the same signatures: squash, length, the two losses,
-the masked decoder input and the decoder, convolution_2d_nhwc,
-convolution_2d, capsule_predictions and dynamic_routing.
+the masked decoder input and the decoder, convolution_relu_nhwc,
+convolution_2d_nhwc, convolution_2d, capsule_predictions and
+dynamic_routing.
 
 Axis names: N batch, P grid positions, T capsule types, I = P*T child
 capsules, J parent capsules, K child dimensions, D parent dimensions.
@@ -30,6 +31,15 @@ def squash(s, axis=-1, eps=EPS):
 def length(v, axis=-1):
     """Capsule lengths sqrt(|v|^2 + EPS): (N, J, D) -> (N, J)."""
     return F.sqrt(F.sum(v * v, axis=axis) + EPS)
+
+
+def convolution_relu_nhwc(x, W, b, slope=0.0):
+    """conv1: a stride-1 convolution and a ReLU (leaky with slope > 0),
+    put channels last. x (N, C, H, W), W (O, C, K, K), b (O,) ->
+    (N, H - K + 1, W - K + 1, O)."""
+    h = F.convolution_2d(x, W, b)
+    h = F.leaky_relu(h, slope) if slope else F.relu(h)
+    return F.transpose(h, (0, 2, 3, 1))
 
 
 def convolution_2d_nhwc(x, W, b, stride=1):

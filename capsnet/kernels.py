@@ -21,8 +21,10 @@ gradients, and ``CapsNet(fused=False)`` runs the model on those instead.
 Axis names: N batch, P grid positions, T capsule types, I = P*T child
 capsules, J parent capsules, K child dimensions, D parent dimensions.
 """
+import concurrent.futures
 import contextlib
 import functools
+import os
 
 import numpy
 import scipy.fft
@@ -66,6 +68,40 @@ def _weight_form(W, form, make):
     if cached is None or cached[0] is not W:
         cached = _frozen[id(W), form] = W, make(W)
     return cached[1]
+
+
+# --- both cores for the memory-bound kernels -------------------------------
+#
+# Routing and the capsule predictions are many small products and passes over
+# u_hat (94 MB at batch 128): BLAS runs them on one thread. Split over the
+# batch (or the grid), NumPy runs the parts at once, releasing the GIL inside
+# each large operation. As many parts as BLAS has threads, so that a process
+# told to use one core (OPENBLAS_NUM_THREADS=1, as under mpiexec) does.
+
+def _thread_count():
+    for name in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS'):
+        if os.environ.get(name, '').isdigit():
+            return max(1, int(os.environ[name]))
+    return len(os.sched_getaffinity(0))
+
+
+THREADS = _thread_count()
+_pool = None
+
+
+def _split(xp, n, work):
+    """[work(lo, hi) for each of up to THREADS slices of range(n)], run at
+    once on NumPy, as one call on CuPy."""
+    global _pool
+    parts = min(THREADS, n) if xp is numpy else 1
+    if parts <= 1:
+        return [work(0, n)]
+    if _pool is None or _pool._max_workers < parts:
+        _pool = concurrent.futures.ThreadPoolExecutor(parts)
+    bounds = [n * k // parts for k in range(parts + 1)]
+    futures = [_pool.submit(work, lo, hi)
+               for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return [f.result() for f in futures]
 
 
 # --- convolution through the discrete Fourier transform -------------------
@@ -263,19 +299,23 @@ def _patches(x, k, s):
 
 
 class DirectConvolution2DNHWC(chainer.Function):
-    """y = conv(x, W) + b on NHWC arrays as one GEMM over the patches.
+    """y = conv(x, W) + b on NHWC arrays as one GEMM over the patches, then
+    a ReLU with ``slope`` below zero, in place (none if slope is None).
 
     x (N, H, W, C), W (O, K, K, C), b (O,) -> y (N, OH, OW, O), as
     SpectralConvolution2DNHWC. The patches form cols (N*OH*OW, K*K*C), and
-    y^T = W (O, K*K*C) @ cols^T. It reads W (21 MB for PrimaryCaps) where
+    y = cols @ W (O, K*K*C)^T. It reads W (21 MB for PrimaryCaps) where
     the spectral method reads W's spectrum (126 MB), at three times the
-    arithmetic, so it wins for small batches. Keeps cols for the backward
+    arithmetic, so it wins for small batches; and it is conv1's method
+    (one input channel: the spectral method would transform 256 outputs
+    an image back). Keeps cols, and y if there is a ReLU, for the backward
     pass.
     """
 
-    def __init__(self, stride, need_gx):
+    def __init__(self, stride, need_gx, slope=None):
         self.stride = stride
         self.need_gx = need_gx
+        self.slope = slope
 
     def forward(self, inputs):
         xp = backend.get_array_module(*inputs)
@@ -284,17 +324,33 @@ class DirectConvolution2DNHWC(chainer.Function):
         patches = _patches(x, k, self.stride)
         self.out_shape = patches.shape[:3] + (o,)
         self.cols = patches.reshape(-1, W[0].size)       # (N*OH*OW, K*K*C)
-        # y^T = W cols^T: with O rows, BLAS splits the GEMM evenly over its
-        # threads, which it does not for the few rows of cols W^T
-        y = W.reshape(o, -1).dot(self.cols.T).T + b
-        return xp.ascontiguousarray(y).reshape(self.out_shape),
+        w_rows = W.reshape(o, -1)
+        if len(self.cols) >= o:
+            y = self.cols.dot(w_rows.T)
+        else:
+            # y^T = W cols^T: with O rows, BLAS splits the GEMM evenly over
+            # its threads, which it does not for the few rows of cols W^T
+            y = xp.ascontiguousarray(w_rows.dot(self.cols.T).T)
+        y += b
+        if self.slope is not None:                       # max(y, slope y)
+            xp.maximum(y, y * self.slope if self.slope else 0, out=y)
+            self.retain_outputs((0,))
+        return y.reshape(self.out_shape),
 
     def backward(self, inputs, grad_outputs):
         xp = backend.get_array_module(*inputs)
         x, W, _ = inputs
         o, k = W.shape[:2]
         gy = grad_outputs[0].reshape(-1, o)              # (N*OH*OW, O)
-        gW = gy.T.dot(self.cols).reshape(W.shape)
+        if self.slope is not None:
+            above = self.output_data[0].reshape(-1, o) > 0
+            slope = gy.dtype.type(self.slope)
+            gy = gy * (above if not slope else slope + (1 - slope) * above)
+        # the product with its longer side last runs faster (conv1: 81 x 256)
+        if self.cols.shape[1] < o:
+            gW = self.cols.T.dot(gy).T.reshape(W.shape)
+        else:
+            gW = gy.T.dot(self.cols).reshape(W.shape)
         self.cols = None
         gx = None
         if self.need_gx:
@@ -308,6 +364,18 @@ class DirectConvolution2DNHWC(chainer.Function):
                     gx[:, dy:dy + s * oh:s, dx:dx + s * ow:s] += \
                         g_patches[:, :, :, dy, dx]
         return gx, gW, gy.sum(axis=0)
+
+
+def convolution_relu_nhwc(x, W, b, slope=0.0):
+    """conv1, as functions.convolution_relu_nhwc: x (N, C, H, W),
+    W (O, C, K, K) -> (N, OH, OW, O), the direct method at any batch size."""
+    if x.shape[1] == 1:              # NCHW and NHWC are the same memory
+        x = chainer.functions.reshape(x, x.shape[:1] + x.shape[2:] + (1,))
+    else:
+        x = chainer.functions.transpose(x, (0, 2, 3, 1))
+    need_gx = x.requires_grad
+    W = chainer.functions.transpose(W, (0, 2, 3, 1))
+    return DirectConvolution2DNHWC(1, need_gx, slope)(x, W, b)
 
 
 # Batch sizes from which the spectral method is the faster one for
@@ -448,7 +516,7 @@ class CapsulePredictions(chainer.Function):
     u (N, ..., T, K), W (P*T or T, J, D, K) -> u_hat (N, J, P*T, D), both
     reshaped inside (no Reshape nodes). One small GEMM (N, K) @ (K, D) per
     (p, t, j), each writing its (N, D) block of u_hat in place through a
-    strided view.
+    strided view; the grid positions split over THREADS.
     """
 
     def forward(self, inputs):
@@ -460,11 +528,15 @@ class CapsulePredictions(chainer.Function):
         j, d = W.shape[1:3]
         self.u_t = xp.ascontiguousarray(u.transpose(1, 2, 0, 3))  # P,T,N,K
         u_hat = xp.empty((n, j, p, t, d), dtype=u.dtype)
+        out = u_hat.transpose(2, 3, 1, 0, 4)                    # P,T,J,N,D
         # row-major (K, D) blocks keep the many small GEMMs on BLAS
         w_t = _weight_form(W, 'rows', lambda W: xp.ascontiguousarray(
             W.reshape(-1, t, j, d, k).transpose(0, 1, 2, 4, 3)))  # P,T,J,K,D
-        xp.matmul(self.u_t[:, :, None], w_t,
-                  out=u_hat.transpose(2, 3, 1, 0, 4))           # P,T,J,N,D
+
+        def predict(lo, hi):
+            xp.matmul(self.u_t[lo:hi, :, None], _positions(w_t, lo, hi),
+                      out=out[lo:hi])
+        _split(xp, p, predict)
         return u_hat.reshape(n, j, p * t, d),
 
     def backward(self, inputs, grad_outputs):
@@ -473,14 +545,26 @@ class CapsulePredictions(chainer.Function):
         p, t, n, k = self.u_t.shape
         j, d = W.shape[1:3]
         g = grad_outputs[0].reshape(n, j, p, t, d).transpose(2, 3, 1, 4, 0)
-        gW = xp.matmul(g, self.u_t[:, :, None])                # P,T,J,D,K
-        if len(W) == t:                                        # shared
+        w_pos = W.reshape(-1, t, j, d, k)                     # P or 1, ...
+        gW = xp.empty((p, t, j, d, k), dtype=W.dtype)
+        gu = xp.empty((n, p, t, k), dtype=u.dtype)
+
+        def gradients(lo, hi):
+            xp.matmul(g[lo:hi], self.u_t[lo:hi, :, None],
+                      out=gW[lo:hi])                           # P,T,J,D,K
+            gu_p = xp.matmul(g[lo:hi].transpose(0, 1, 2, 4, 3),
+                             _positions(w_pos, lo, hi))       # P,T,J,N,K
+            gu[:, lo:hi] = gu_p.sum(axis=2).transpose(2, 0, 1, 3)
+        _split(xp, p, gradients)
+        if len(w_pos) == 1:                                    # shared
             gW = gW.sum(axis=0)
-        gu = xp.matmul(g.transpose(0, 1, 2, 4, 3),
-                       W.reshape(-1, t, j, d, k))              # P,T,J,N,K
-        gu = gu.sum(axis=2).transpose(2, 0, 1, 3)              # N,P,T,K
-        return (xp.ascontiguousarray(gu).reshape(u.shape),
-                xp.ascontiguousarray(gW).reshape(W.shape))
+        return gu.reshape(u.shape), gW.reshape(W.shape)
+
+
+def _positions(W, lo, hi):
+    """Grid positions lo:hi of per-capsule weights (P, ...); shared ones
+    (1, ...) serve every position."""
+    return W if len(W) == 1 else W[lo:hi]
 
 
 def capsule_predictions(u, W):
@@ -505,6 +589,8 @@ class DynamicRouting(chainer.Function):
     couplings c (N, J, I). Same algorithm as
     capsnet.functions.dynamic_routing (b_ij = 0, then r times:
     c = softmax_J(b), v = squash(sum_i c u_hat [+ bias]), b += u_hat . v).
+    Each image routes alone, so the batch splits over THREADS. Keeps every
+    iteration's c (R, N, J, I), s and v (R, N, J, D) for the backward pass.
     """
 
     def __init__(self, iterations, eps):
@@ -515,55 +601,70 @@ class DynamicRouting(chainer.Function):
         xp = backend.get_array_module(*inputs)
         u_hat, bias = inputs[0], inputs[1:]
         n, j, i, d = u_hat.shape
-        rows = u_hat.reshape(n * j, i, d)                     # one per (n, j)
-        b = xp.zeros((n, j, i), dtype=u_hat.dtype)
-        self.c, self.s, self.v = [], [], []
-        for r in range(self.iterations):
-            e = xp.exp(b - b.max(axis=1, keepdims=True))
-            c = e / e.sum(axis=1, keepdims=True)              # softmax over J
-            s = xp.matmul(c.reshape(n * j, 1, i), rows).reshape(n, j, d)
-            if bias:
-                s += bias[0]
-            v = _squash_factors(s, self.eps)[0] * s
-            self.c.append(c)
-            self.s.append(s)
-            self.v.append(v)
-            if r < self.iterations - 1:
-                b = b + xp.matmul(rows, v.reshape(n * j, d, 1)).reshape(n, j, i)
-        return v, c
+        last = self.iterations - 1
+        self.c = xp.empty((self.iterations, n, j, i), dtype=u_hat.dtype)
+        self.s = xp.empty((self.iterations, n, j, d), dtype=u_hat.dtype)
+        self.v = xp.empty_like(self.s)
+
+        def route(lo, hi):
+            m = hi - lo
+            rows = u_hat[lo:hi].reshape(m * j, i, d)         # one per (n, j)
+            b = xp.zeros((m, j, i), dtype=u_hat.dtype)
+            for r in range(self.iterations):
+                c, s, v = self.c[r, lo:hi], self.s[r, lo:hi], self.v[r, lo:hi]
+                xp.exp(b - b.max(axis=1, keepdims=True), out=c)
+                c /= c.sum(axis=1, keepdims=True)            # softmax over J
+                xp.matmul(c.reshape(m * j, 1, i), rows,
+                          out=s.reshape(m * j, 1, d))
+                if bias:
+                    s += bias[0]
+                xp.multiply(_squash_factors(s, self.eps)[0], s, out=v)
+                if r < last:
+                    b += xp.matmul(rows, v.reshape(m * j, d, 1)).reshape(
+                        m, j, i)
+        _split(xp, n, route)
+        return self.v[last], self.c[last]
 
     def backward(self, inputs, grad_outputs):
         xp = backend.get_array_module(*inputs)
         u_hat = inputs[0]
         n, j, i, d = u_hat.shape
-        rows = u_hat.reshape(n * j, i, d)
         gv_out, gc_out = grad_outputs
-        # g_b: gradient of the logits b after the current iteration
-        g_b = xp.zeros((n, j, i), dtype=u_hat.dtype)
-        g_bias = xp.zeros((j, d), dtype=u_hat.dtype)
-        lhs, rhs = [], []        # gu_hat = sum over pairs of lhs (x) rhs
-        for r in reversed(range(self.iterations)):
-            c, s, v = self.c[r], self.s[r], self.v[r]
-            last = r == self.iterations - 1
-            gv = gv_out if last and gv_out is not None else xp.zeros_like(v)
-            if not last:                                      # b += u_hat . v
-                gv = gv + xp.matmul(g_b.reshape(n * j, 1, i),
-                                    rows).reshape(n, j, d)
-                lhs.append(g_b)
-                rhs.append(v)
-            f, df = _squash_factors(s, self.eps)
-            gs = gv * f + 2 * s * (s * gv).sum(axis=-1, keepdims=True) * df
-            g_bias += gs.sum(axis=0)
-            gc = xp.matmul(rows, gs.reshape(n * j, d, 1)).reshape(n, j, i)
-            if last and gc_out is not None:
-                gc = gc + gc_out
-            lhs.append(c)
-            rhs.append(gs)
-            # softmax over J, and b_r reaches b_{r+1} unchanged
-            g_b = g_b + c * (gc - (c * gc).sum(axis=1, keepdims=True))
-        a = xp.stack(lhs, axis=-1).reshape(n * j, i, len(lhs))
-        bb = xp.stack(rhs, axis=-2).reshape(n * j, len(rhs), d)
-        gu_hat = xp.matmul(a, bb).reshape(n, j, i, d)
+        gu_hat = xp.empty_like(u_hat)
+
+        def gradients(lo, hi):
+            """Fills gu_hat[lo:hi]; returns the bias gradient of the part."""
+            m = hi - lo
+            rows = u_hat[lo:hi].reshape(m * j, i, d)
+            # g_b: gradient of the logits b after the current iteration
+            g_b = xp.zeros((m, j, i), dtype=u_hat.dtype)
+            g_bias = xp.zeros((j, d), dtype=u_hat.dtype)
+            lhs, rhs = [], []    # gu_hat = sum over pairs of lhs (x) rhs
+            for r in reversed(range(self.iterations)):
+                c, s, v = self.c[r, lo:hi], self.s[r, lo:hi], self.v[r, lo:hi]
+                last = r == self.iterations - 1
+                gv = (gv_out[lo:hi] if last and gv_out is not None
+                      else xp.zeros_like(v))
+                if not last:                                  # b += u_hat . v
+                    gv = gv + xp.matmul(g_b.reshape(m * j, 1, i),
+                                        rows).reshape(m, j, d)
+                    lhs.append(g_b)
+                    rhs.append(v)
+                f, df = _squash_factors(s, self.eps)
+                gs = gv * f + 2 * s * (s * gv).sum(axis=-1, keepdims=True) * df
+                g_bias += gs.sum(axis=0)
+                gc = xp.matmul(rows, gs.reshape(m * j, d, 1)).reshape(m, j, i)
+                if last and gc_out is not None:
+                    gc += gc_out[lo:hi]
+                lhs.append(c)
+                rhs.append(gs)
+                # softmax over J, and b_r reaches b_{r+1} unchanged
+                g_b = g_b + c * (gc - (c * gc).sum(axis=1, keepdims=True))
+            a = xp.stack(lhs, axis=-1).reshape(m * j, i, len(lhs))
+            bb = xp.stack(rhs, axis=-2).reshape(m * j, len(rhs), d)
+            xp.matmul(a, bb, out=gu_hat[lo:hi].reshape(m * j, i, d))
+            return g_bias
+        g_bias = sum(_split(xp, n, gradients))
         return (gu_hat, g_bias)[:len(inputs)]
 
 

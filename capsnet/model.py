@@ -1,8 +1,8 @@
 """CapsNet (Sabour, Frosst and Hinton, NIPS 2017) as Chainer links.
 
     x (N, 1, 28, 28)
-    conv1     256 @ 9x9 / 1, ReLU            -> (N, 256, 20, 20)
-              viewed channels-last (NHWC)    -> (N, 20, 20, 256)
+    conv1     256 @ 9x9 / 1, ReLU, put
+              channels-last (NHWC)           -> (N, 20, 20, 256)
     primary   32 types x 8-D @ 9x9 / 2       -> (N, 6, 6, 256)
               as capsules, squashed          -> u (N, I=1152, 8)
     digitcaps u_hat_{j|i} = W_ij u_i          -> (N, J=10, I, 16)
@@ -95,10 +95,9 @@ class CapsNet(chainer.Chain):
     def primary_capsules(self, x):
         """x (N, C, H, W) -> u (N, G, G, 32, 8), squashed."""
         n = len(x)
-        h = self.conv1(x)                                    # (N, 256, 20, 20)
-        slope = self.options['leaky_slope']
-        h = F.leaky_relu(h, slope) if slope else F.relu(h)
-        h = F.transpose(h, (0, 2, 3, 1))                     # (N, 20, 20, 256)
+        h = self.ops.convolution_relu_nhwc(
+            x, self.conv1.W, self.conv1.b,
+            self.options['leaky_slope'])                     # (N, 20, 20, 256)
         p = self.ops.convolution_2d_nhwc(
             h, self.primary_W, self.primary_b, stride=2)     # (N, G, G, 256)
         p = F.reshape(p, (n, self.grid, self.grid, PRIMARY_TYPES, PRIMARY_DIM))

@@ -114,6 +114,17 @@ def test_primary_convolution(module, n):
 
 
 @pytest.mark.parametrize('module', [functions, kernels])
+@pytest.mark.parametrize('slope', [0.0, 0.05])
+def test_first_convolution(module, slope):
+    rng = numpy.random.RandomState(4)
+    x = rng.rand(2, 1, 28, 28).astype(numpy.float32)
+    W = rng.randn(16, 1, 9, 9).astype(numpy.float32)
+    b = rng.randn(16).astype(numpy.float32)
+    same_on_cpu_and_gpu(
+        lambda *a: module.convolution_relu_nhwc(*a, slope), (x, W, b))
+
+
+@pytest.mark.parametrize('module', [functions, kernels])
 @pytest.mark.parametrize('bias', [False, True])
 def test_predictions_and_routing(module, bias):
     rng = numpy.random.RandomState(2)

@@ -2,6 +2,7 @@
 as the plain Chainer compositions in capsnet/functions.py, alone and inside
 the whole model."""
 import contextlib
+import threading
 
 import numpy
 import pytest
@@ -149,8 +150,56 @@ def test_baseline_unchanged_by_the_kernels():
                                       err_msg=name)
 
 
+@pytest.fixture(params=[1, 3], ids=['one part', 'three parts'])
+def threads(request, monkeypatch):
+    """The kernels' work split into this many parts (under xdist conftest
+    leaves one BLAS thread a worker, so THREADS would be 1)."""
+    monkeypatch.setattr(kernels, 'THREADS', request.param)
+    return request.param
+
+
+def test_split_runs_its_slices_at_once(monkeypatch):
+    monkeypatch.setattr(kernels, 'THREADS', 3)
+    together = threading.Barrier(3, timeout=10)  # broken unless all 3 wait
+
+    def work(lo, hi):
+        together.wait()
+        return lo, hi
+    assert kernels._split(numpy, 7, work) == [(0, 2), (2, 4), (4, 7)]
+
+    def bounds(lo, hi):
+        return lo, hi
+    assert kernels._split(numpy, 2, bounds) == [(0, 1), (1, 2)]  # none empty
+    assert kernels._split(object(), 7, bounds) == [(0, 7)]    # CuPy: one call
+
+
+@pytest.mark.parametrize('slope', [0.0, 0.05])
+@pytest.mark.parametrize('channels', [1, 3])
+def test_convolution_relu(slope, channels):
+    rng = numpy.random.RandomState(15)
+    x = rng.randn(2, channels, 12, 11).astype(numpy.float32)
+    W = rng.randn(5, channels, 4, 4).astype(numpy.float32)
+    b = rng.randn(5).astype(numpy.float32)
+    same_values_and_gradients(
+        lambda *a: kernels.convolution_relu_nhwc(*a, slope),
+        lambda *a: functions.convolution_relu_nhwc(*a, slope), (x, W, b))
+    gradient_check.check_backward(
+        lambda *a: kernels.convolution_relu_nhwc(*a, slope),
+        tuple(a.astype(numpy.float64) for a in (x, W, b)),
+        rng.randn(2, 9, 8, 5), atol=1e-6, rtol=1e-5)
+
+
+def test_convolution_relu_of_an_image_computes_no_input_gradient():
+    W = chainer.Variable(numpy.ones((2, 1, 3, 3), dtype=numpy.float32))
+    y = kernels.convolution_relu_nhwc(numpy.ones((1, 1, 5, 5), numpy.float32),
+                                      W, numpy.zeros(2, numpy.float32))
+    assert not y.creator.need_gx
+    chainer.functions.sum(y).backward()
+    numpy.testing.assert_array_equal(W.grad, numpy.full((2, 1, 3, 3), 9))
+
+
 @pytest.mark.parametrize('shared', [False, True])
-def test_capsule_predictions(shared):
+def test_capsule_predictions(shared, threads):
     rng = numpy.random.RandomState(2)
     u = rng.randn(3, 2, 2, 2, 8).astype(numpy.float32)      # N, G, G, T, K
     W = rng.randn(2 if shared else 8, 5, 6, 8).astype(numpy.float32)
@@ -159,7 +208,7 @@ def test_capsule_predictions(shared):
 
 
 @pytest.mark.parametrize('iterations', [1, 2, 3])
-def test_dynamic_routing(iterations):
+def test_dynamic_routing(iterations, threads):
     u_hat = numpy.random.RandomState(3).randn(2, 3, 7, 4).astype('f') * 0.3
     same_values_and_gradients(
         lambda u: kernels.dynamic_routing(u, iterations),
@@ -167,7 +216,7 @@ def test_dynamic_routing(iterations):
 
 
 @pytest.mark.parametrize('iterations', [1, 3])
-def test_dynamic_routing_with_bias(iterations):
+def test_dynamic_routing_with_bias(iterations, threads):
     rng = numpy.random.RandomState(14)
     u_hat = rng.randn(2, 3, 7, 4).astype('f') * 0.3
     bias = rng.randn(3, 4).astype('f') * 0.3
