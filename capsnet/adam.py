@@ -3,12 +3,18 @@
 Chainer's CPU update makes about a dozen temporary arrays the size of the
 parameter (``grad - m``, its scaled copy, ``grad * grad``, ``sqrt(v)``,
 ...). Here each step of the update writes into one scratch array instead:
-the same arithmetic, with less memory allocated and moved. CuPy keeps
-Chainer's own fused GPU kernel.
+the same arithmetic, with less memory allocated and moved, and a large
+parameter's elements split over kernels.THREADS. CuPy keeps Chainer's own
+fused GPU kernel.
 """
 import numpy
 
 from chainer.optimizers import adam
+
+from capsnet import kernels
+
+# elements below which a parameter's update stays on one thread
+SPLIT_FROM = 1 << 16
 
 
 class AdamRule(adam.AdamRule):
@@ -21,19 +27,28 @@ class AdamRule(adam.AdamRule):
             return super().update_core_cpu(param)
         self._check_eps(param.dtype.type)
         m, v = self.state['m'], self.state['v']
-        scratch = numpy.empty_like(grad)
-        numpy.subtract(grad, m, out=scratch)     # m += (1 - b1) (g - m)
-        scratch *= 1 - hp.beta1
-        m += scratch
-        numpy.multiply(grad, grad, out=scratch)  # v += (1 - b2) (g^2 - v)
-        scratch -= v
-        scratch *= 1 - hp.beta2
-        v += scratch
-        numpy.sqrt(v, out=scratch)               # p -= eta a_t m / (sqrt v + e)
-        scratch += hp.eps
-        numpy.divide(m, scratch, out=scratch)
-        scratch *= -hp.eta * self.alpha_t
-        param.data += scratch
+        if not all(a.flags.c_contiguous for a in (param.data, m, v)):
+            return super().update_core_cpu(param)   # no flat views to write
+        # flat views; grad may be a transposed view, read as a copy
+        p, g, m, v = (a.reshape(-1) for a in (param.data, grad, m, v))
+        step = -hp.eta * self.alpha_t
+
+        def update(lo, hi):
+            pp, gg, mm, vv = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+            scratch = numpy.empty_like(gg)
+            numpy.subtract(gg, mm, out=scratch)     # m += (1 - b1) (g - m)
+            scratch *= 1 - hp.beta1
+            mm += scratch
+            numpy.multiply(gg, gg, out=scratch)     # v += (1 - b2) (g^2 - v)
+            scratch -= vv
+            scratch *= 1 - hp.beta2
+            vv += scratch
+            numpy.sqrt(vv, out=scratch)             # p -= eta a_t m / (sqrt v + e)
+            scratch += hp.eps
+            numpy.divide(mm, scratch, out=scratch)
+            scratch *= step
+            pp += scratch
+        kernels._split(numpy, len(p), update, SPLIT_FROM)
 
 
 class Adam(adam.Adam):

@@ -89,11 +89,11 @@ THREADS = _thread_count()
 _pool = None
 
 
-def _split(xp, n, work):
-    """[work(lo, hi) for each of up to THREADS slices of range(n)], run at
-    once on NumPy, as one call on CuPy."""
+def _split(xp, n, work, grain=1):
+    """[work(lo, hi) for each of up to THREADS slices of range(n), none
+    shorter than ``grain``], run at once on NumPy, as one call on CuPy."""
     global _pool
-    parts = min(THREADS, n) if xp is numpy else 1
+    parts = min(THREADS, n // grain) if xp is numpy else 1
     if parts <= 1:
         return [work(0, n)]
     if _pool is None or _pool._max_workers < parts:

@@ -6,6 +6,7 @@ import chainer
 import chainer.links as L
 
 from capsnet import adam
+from capsnet import kernels
 
 
 def trained(optimizer, steps=5):
@@ -22,9 +23,13 @@ def trained(optimizer, steps=5):
     return model.W.array
 
 
+@pytest.mark.parametrize('threads', [1, 3])
 @pytest.mark.parametrize('options', [{}, {'alpha': 0.01, 'eps': 1e-4},
                                      {'amsgrad': True}])
-def test_same_steps_as_chainers_adam(options):
+def test_same_steps_as_chainers_adam(options, threads, monkeypatch):
+    # W's 600 elements in up to 3 parts of 100 or more
+    monkeypatch.setattr(kernels, 'THREADS', threads)
+    monkeypatch.setattr(adam, 'SPLIT_FROM', 100)
     want = trained(chainer.optimizers.Adam(**options))
     got = trained(adam.Adam(**options))
     assert not numpy.allclose(want, trained(chainer.optimizers.SGD(), 0))
