@@ -111,8 +111,9 @@ def _split(xp, n, work, grain=1):
 # kernel is split the same way. PrimaryCaps (20x20 input, 9x9 kernel, stride 2)
 # becomes a 5x5 correlation over 4 * 256 channels on a 10x10 grid, and a DFT
 # of size 10 computes it without wrap-around (output 6 + kernel 5 - 1 = 10).
-# Each of the 10 x 6 frequencies of the half spectrum is then one complex
-# GEMM (N, C') @ (C', O): a third of the direct method's arithmetic.
+# Each of the 52 distinct frequencies of the 10 x 6 half spectrum is then one
+# complex GEMM (N, C') @ (C', O): under a third of the direct method's
+# arithmetic.
 #
 # All of it is real arithmetic: a spectrum is stored (F, 2, ...) with its real
 # and imaginary parts stacked, which is what the transform GEMM writes, and a
@@ -120,26 +121,37 @@ def _split(xp, n, work, grain=1):
 # size-10 transforms are small real matrix products, on NumPy and CuPy alike.
 
 @functools.lru_cache(maxsize=None)
-def _dft(grid, positions, inverse):
+def _dft(grid, positions, inverse, unique=False):
     """Real DFT matrix between ``positions`` (A, B) of a real signal on
-    ``grid`` (L1, L2) and its half spectrum of F = L1 * (L2 // 2 + 1) points.
+    ``grid`` (L1, L2) and its half spectrum of F = L1 * (L2 // 2 + 1) points;
+    with ``unique``, only the F of those that no other one mirrors: in
+    columns v = 0 and L2/2, u and L1 - u hold complex conjugates, so rows
+    u > L1/2 go (52 of 60 points on a 10 x 10 grid).
 
     Forward, (2F, A*B): rows (f, re/im) of exp(-i theta) @ x.
     Inverse, (A*B, 2F): y = Re(E @ Y) for a Hermitian Y stored (f, re/im).
     """
     (l1, l2), (a, b) = grid, positions
-    u = numpy.arange(l1)[:, None, None, None]
-    v = numpy.arange(l2 // 2 + 1)[None, :, None, None]
-    theta = 2 * numpy.pi * (u * numpy.arange(a)[None, None, :, None] / l1 +
-                            v * numpy.arange(b)[None, None, None, :] / l2)
+    u, v = numpy.meshgrid(numpy.arange(l1), numpy.arange(l2 // 2 + 1),
+                          indexing='ij')
+    own_mirror_column = (v == 0) | (2 * v == l2)
+    if unique:
+        keep = ~own_mirror_column | (2 * u <= l1)
+        u, v, own_mirror_column = u[keep], v[keep], own_mirror_column[keep]
+    u, v = u.reshape(-1, 1, 1), v.reshape(-1, 1, 1)
+    theta = 2 * numpy.pi * (u * numpy.arange(a)[:, None] / l1 +
+                            v * numpy.arange(b) / l2)
     theta = theta.reshape(-1, a * b)                         # (F, A*B)
     if not inverse:
         m = numpy.stack([numpy.cos(theta), -numpy.sin(theta)], axis=1)
         return m.reshape(-1, a * b).astype(numpy.float32)
-    # the half spectrum stands for its mirror image too, except v = 0, L2/2
-    weight = numpy.where((v == 0) | (2 * v == l2), 1.0, 2.0)
-    weight = numpy.broadcast_to(weight, u.shape[:1] + v.shape[1:2] + (1, 1))
-    weight = weight.reshape(-1, 1) / (l1 * l2)
+    # each point stands for its mirror image too, except the points that
+    # are their own: all of columns v = 0, L2/2, or with unique only their
+    # rows u = 0, L1/2
+    alone = own_mirror_column.reshape(-1)
+    if unique:
+        alone = alone & ((u == 0) | (2 * u == l1)).reshape(-1)
+    weight = numpy.where(alone, 1.0, 2.0)[:, None] / (l1 * l2)
     # Re((Er + i Ei)(Yr + i Yi)) = Er Yr - Ei Yi
     m = numpy.stack([weight * numpy.cos(theta), -weight * numpy.sin(theta)],
                     axis=1)                                  # (F, 2, A*B)
@@ -226,14 +238,14 @@ class SpectralConvolution2DNHWC(chainer.Function):
         kd = self.k_pad // s
         gh, gw = self.grid
         x_d = _space_to_depth(_pad_to(x, (n, gh * s, gw * s, c)), s)
-        dft_x = xp.asarray(_dft(self.grid, self.grid, False))
+        dft_x = xp.asarray(_dft(self.grid, self.grid, False, True))
         self.x_f = dft_x.dot(x_d).reshape(-1, 2 * n, s * s * c)
         del x_d
 
         def spectrum(W):                                     # (O, F, 2, C')
             w_d = _kernel_to_depth(
                 _pad_to(W, (o, self.k_pad, self.k_pad, c)), s)
-            dft_w = xp.asarray(_dft(self.grid, (kd, kd), False))
+            dft_w = xp.asarray(_dft(self.grid, (kd, kd), False, True))
             return xp.matmul(dft_w, w_d).reshape(o, -1, 2, s * s * c)
         self.w_f = _weight_form(W, 'spectrum', spectrum)
         # correlation: Y = X conj(W), with W's parts as (F, C', O) views
@@ -241,7 +253,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
                       for part in (0, 1))
         y_f = _complex_matmul(xp, self.x_f, w_re, w_im,
                               conj_b=True)                   # (F, 2, N, O)
-        inverse = xp.asarray(_dft(self.grid, self.out_hw, True))
+        inverse = xp.asarray(_dft(self.grid, self.out_hw, True, True))
         y = inverse.dot(y_f.reshape(-1, n * o))             # (OH*OW, N*O)
         y = y.reshape(self.out_hw + (n, o)).transpose(2, 0, 1, 3)
         return xp.ascontiguousarray(y + b),
@@ -255,7 +267,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
         s = self.stride
         f = len(self.x_f)
         gy_d = xp.ascontiguousarray(gy.transpose(1, 2, 0, 3))  # (OH, OW, N, O)
-        dft_y = xp.asarray(_dft(self.grid, self.out_hw, False))
+        dft_y = xp.asarray(_dft(self.grid, self.out_hw, False, True))
         gy_f = dft_y.dot(gy_d.reshape(-1, n * o)).reshape(f, 2, n, o)
         # gW: correlation of x with gy, GW = X^T conj(GY), summed over N;
         # transposed, [GYr; GYi]^T [Xr; Xi] = Re, [-GYi; GYr]^T [Xr; Xi] = Im,
@@ -269,7 +281,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
         del gy_rot
         self.x_f = None                   # free it before gx's temporaries
         kd = self.k_pad // s
-        inverse_w = xp.asarray(_dft(self.grid, (kd, kd), True))
+        inverse_w = xp.asarray(_dft(self.grid, (kd, kd), True, True))
         gw_d = xp.matmul(inverse_w, gw_f.reshape(o, 2 * f, -1))
         del gw_f
         gW = _depth_to_kernel(gw_d, self.k_pad, c, s)[:, :k, :k]
@@ -281,7 +293,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
             gx_f = _complex_matmul(xp, gy_f.reshape(f, 2 * n, o), w_re,
                                    w_im, conj_b=False)       # (F, 2, N, C')
             gh, gw = self.grid
-            inverse_x = xp.asarray(_dft(self.grid, self.grid, True))
+            inverse_x = xp.asarray(_dft(self.grid, self.grid, True, True))
             gx_d = inverse_x.dot(gx_f.reshape(2 * f, -1))
             gx = _depth_to_space(gx_d, n, gh * s, gw * s, c, s)[:, :h, :w]
         self.w_f = None
