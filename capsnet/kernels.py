@@ -270,19 +270,20 @@ class SpectralConvolution2DNHWC(chainer.Function):
         dft_y = xp.asarray(_dft(self.grid, self.out_hw, False, True))
         gy_f = dft_y.dot(gy_d.reshape(-1, n * o)).reshape(f, 2, n, o)
         # gW: correlation of x with gy, GW = X^T conj(GY), summed over N;
-        # transposed, [GYr; GYi]^T [Xr; Xi] = Re, [-GYi; GYr]^T [Xr; Xi] = Im,
-        # each (F, O, C'), written in W's spectrum layout (O, F, 2, C')
-        gy_t = gy_f.reshape(f, 2 * n, o).transpose(0, 2, 1)  # (F, O, 2N)
-        gy_rot = xp.concatenate([-gy_f[:, 1], gy_f[:, 0]], axis=1)
-        gw_f = xp.empty((o, f, 2, s * s * c), dtype=x.dtype)
-        xp.matmul(gy_t, self.x_f, out=gw_f[:, :, 0].transpose(1, 0, 2))
-        xp.matmul(gy_rot.transpose(0, 2, 1), self.x_f,
-                  out=gw_f[:, :, 1].transpose(1, 0, 2))
-        del gy_rot
+        # per frequency one product with [Xr; Xi] (2N, C'):
+        # [GYr^T GYi^T; -GYi^T GYr^T] (2O, 2N) gives [Re; Im] (2O, C')
+        g_re, g_im = (gy_f[:, part].transpose(0, 2, 1)
+                      for part in (0, 1))                    # (F, O, N)
+        gw_f = xp.matmul(xp.concatenate([
+            xp.concatenate([g_re, g_im], axis=2),
+            xp.concatenate([-g_im, g_re], axis=2)], axis=1),
+            self.x_f)                                        # (F, 2, O, C')
         self.x_f = None                   # free it before gx's temporaries
         kd = self.k_pad // s
+        # one GEMM back to the kernel's positions: (Kd*Kd, 2F) @ (2F, O*C')
         inverse_w = xp.asarray(_dft(self.grid, (kd, kd), True, True))
-        gw_d = xp.matmul(inverse_w, gw_f.reshape(o, 2 * f, -1))
+        gw_d = inverse_w.dot(gw_f.reshape(2 * f, -1)).reshape(
+            kd * kd, o, -1).transpose(1, 0, 2)               # (O, Kd*Kd, C')
         del gw_f
         gW = _depth_to_kernel(gw_d, self.k_pad, c, s)[:, :k, :k]
         gx = None
