@@ -7,6 +7,8 @@ gradients, and ``CapsNet(fused=False)`` runs the model on those instead.
 - ``convolution_2d_nhwc``: PrimaryCaps' convolution through the DFT,
   a third of the arithmetic of im2col (94% of the model's FLOPs are here),
   or, for a few images, as one GEMM over the patches.
+- ``convolution_relu_nhwc``: conv1 and its ReLU as one GEMM over the
+  patches, written channels-last for PrimaryCaps.
 - ``convolution_2d``: the baseline CNN's padded stride-1 convolutions
   through the FFT, a ninth of the arithmetic of one GEMM over the patches.
 - ``capsule_predictions``: u_hat_{j|i} = W_ij u_i written straight into the
@@ -72,21 +74,24 @@ def _weight_form(W, form, make):
 
 # --- both cores for the memory-bound kernels -------------------------------
 #
-# Routing and the capsule predictions are many small products and passes over
-# u_hat (94 MB at batch 128): BLAS runs them on one thread. Split over the
-# batch (or the grid), NumPy runs the parts at once, releasing the GIL inside
-# each large operation. As many parts as BLAS has threads, so that a process
-# told to use one core (OPENBLAS_NUM_THREADS=1, as under mpiexec) does.
+# Routing, the capsule predictions and Adam's update are many small products
+# and element-wise passes (over u_hat: 94 MB at batch 128) that BLAS would
+# run on one thread. Split over the batch (or the grid, or the elements),
+# NumPy runs the parts at once, releasing the GIL inside each large
+# operation. As many parts as BLAS has threads, so that a process told to
+# use one core (OPENBLAS_NUM_THREADS=1, as under mpiexec) does.
 
 def _thread_count():
     for name in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS'):
         if os.environ.get(name, '').isdigit():
             return max(1, int(os.environ[name]))
-    return len(os.sched_getaffinity(0))
+    if hasattr(os, 'sched_getaffinity'):                # not on macOS
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 THREADS = _thread_count()
-_pool = None
+_pool = None, None                                      # (size, executor)
 
 
 def _split(xp, n, work, grain=1):
@@ -96,10 +101,10 @@ def _split(xp, n, work, grain=1):
     parts = min(THREADS, n // grain) if xp is numpy else 1
     if parts <= 1:
         return [work(0, n)]
-    if _pool is None or _pool._max_workers < parts:
-        _pool = concurrent.futures.ThreadPoolExecutor(parts)
+    if _pool[0] != THREADS:
+        _pool = THREADS, concurrent.futures.ThreadPoolExecutor(THREADS)
     bounds = [n * k // parts for k in range(parts + 1)]
-    futures = [_pool.submit(work, lo, hi)
+    futures = [_pool[1].submit(work, lo, hi)
                for lo, hi in zip(bounds[:-1], bounds[1:])]
     return [f.result() for f in futures]
 
@@ -318,7 +323,7 @@ class DirectConvolution2DNHWC(chainer.Function):
     x (N, H, W, C), W (O, K, K, C), b (O,) -> y (N, OH, OW, O), as
     SpectralConvolution2DNHWC. The patches form cols (N*OH*OW, K*K*C), and
     y = cols @ W (O, K*K*C)^T. It reads W (21 MB for PrimaryCaps) where
-    the spectral method reads W's spectrum (126 MB), at three times the
+    the spectral method reads W's spectrum (109 MB), at three times the
     arithmetic, so it wins for small batches; and it is conv1's method
     (one input channel: the spectral method would transform 256 outputs
     an image back). Keeps cols, and y if there is a ReLU, for the backward
