@@ -3,8 +3,9 @@
 Chainer's CPU update makes about a dozen temporary arrays the size of the
 parameter (``grad - m``, its scaled copy, ``grad * grad``, ``sqrt(v)``,
 ...). Here each step of the update writes into one scratch array instead:
-the same arithmetic, with less memory allocated and moved, and a large
-parameter's elements split over kernels.THREADS. CuPy keeps Chainer's own
+the same arithmetic, with less memory allocated and moved, in blocks that
+stay in the cache, and a large parameter's elements split over
+kernels.THREADS. CuPy keeps Chainer's own
 fused GPU kernel.
 """
 import numpy
@@ -15,6 +16,9 @@ from capsnet import kernels
 
 # elements below which a parameter's update stays on one thread
 SPLIT_FROM = 1 << 16
+# elements updated at a time, so that the ten passes over them read the
+# cache, not memory (29-37 -> 21-25 ms a step on one core for 8.2M)
+BLOCK = 1 << 17
 
 
 class AdamRule(adam.AdamRule):
@@ -34,20 +38,23 @@ class AdamRule(adam.AdamRule):
         step = -hp.eta * self.alpha_t
 
         def update(lo, hi):
-            pp, gg, mm, vv = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
-            scratch = numpy.empty_like(gg)
-            numpy.subtract(gg, mm, out=scratch)     # m += (1 - b1) (g - m)
-            scratch *= 1 - hp.beta1
-            mm += scratch
-            numpy.multiply(gg, gg, out=scratch)     # v += (1 - b2) (g^2 - v)
-            scratch -= vv
-            scratch *= 1 - hp.beta2
-            vv += scratch
-            numpy.sqrt(vv, out=scratch)             # p -= eta a_t m / (sqrt v + e)
-            scratch += hp.eps
-            numpy.divide(mm, scratch, out=scratch)
-            scratch *= step
-            pp += scratch
+            # in blocks that stay in cache through all ten passes
+            for start in range(lo, hi, BLOCK):
+                end = min(start + BLOCK, hi)
+                pp, gg, mm, vv = (a[start:end] for a in (p, g, m, v))
+                scratch = numpy.empty_like(gg)
+                numpy.subtract(gg, mm, out=scratch)  # m += (1 - b1) (g - m)
+                scratch *= 1 - hp.beta1
+                mm += scratch
+                numpy.multiply(gg, gg, out=scratch)  # v += (1 - b2) (g^2 - v)
+                scratch -= vv
+                scratch *= 1 - hp.beta2
+                vv += scratch
+                numpy.sqrt(vv, out=scratch)    # p -= eta a_t m / (sqrt v + e)
+                scratch += hp.eps
+                numpy.divide(mm, scratch, out=scratch)
+                scratch *= step
+                pp += scratch
         kernels._split(numpy, len(p), update, SPLIT_FROM)
 
 

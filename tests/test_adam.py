@@ -27,9 +27,10 @@ def trained(optimizer, steps=5):
 @pytest.mark.parametrize('options', [{}, {'alpha': 0.01, 'eps': 1e-4},
                                      {'amsgrad': True}])
 def test_same_steps_as_chainers_adam(options, threads, monkeypatch):
-    # W's 600 elements in up to 3 parts of 100 or more
+    # W's 600 elements in up to 3 parts of 100 or more, in blocks of 64
     monkeypatch.setattr(kernels, 'THREADS', threads)
     monkeypatch.setattr(adam, 'SPLIT_FROM', 100)
+    monkeypatch.setattr(adam, 'BLOCK', 64)
     want = trained(chainer.optimizers.Adam(**options))
     got = trained(adam.Adam(**options))
     assert not numpy.allclose(want, trained(chainer.optimizers.SGD(), 0))
