@@ -3,7 +3,7 @@ import os
 
 # OpenBLAS's idle threads spin for about 0.1 s after each product (2^28
 # cycles) before they sleep, holding the core that the second thread of
-# kernels._split needs. OpenBLAS reads this once, as NumPy loads it: the
+# kernels.split needs. OpenBLAS reads this once, as NumPy loads it: the
 # scripts import capsnet before NumPy.
 os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
 

@@ -5,8 +5,7 @@ parameter (``grad - m``, its scaled copy, ``grad * grad``, ``sqrt(v)``,
 ...). Here each step of the update writes into one scratch array instead:
 the same arithmetic, with less memory allocated and moved, in blocks that
 stay in the cache, and a large parameter's elements split over
-kernels.THREADS. CuPy keeps Chainer's own
-fused GPU kernel.
+kernels.THREADS. CuPy keeps Chainer's own fused GPU kernel.
 """
 import numpy
 
@@ -55,7 +54,7 @@ class AdamRule(adam.AdamRule):
                 numpy.divide(mm, scratch, out=scratch)
                 scratch *= step
                 pp += scratch
-        kernels._split(numpy, len(p), update, SPLIT_FROM)
+        kernels.split(numpy, len(p), update, SPLIT_FROM)
 
 
 class Adam(adam.Adam):

@@ -94,7 +94,7 @@ THREADS = _thread_count()
 _pool = None, None                                      # (size, executor)
 
 
-def _split(xp, n, work, grain=1):
+def split(xp, n, work, grain=1):
     """[work(lo, hi) for each of up to THREADS slices of range(n), none
     shorter than ``grain``], run at once on NumPy, as one call on CuPy."""
     global _pool
@@ -554,7 +554,7 @@ class CapsulePredictions(chainer.Function):
         def predict(lo, hi):
             xp.matmul(self.u_t[lo:hi, :, None], _positions(w_t, lo, hi),
                       out=out[lo:hi])
-        _split(xp, p, predict)
+        split(xp, p, predict)
         return u_hat.reshape(n, j, p * t, d),
 
     def backward(self, inputs, grad_outputs):
@@ -573,7 +573,7 @@ class CapsulePredictions(chainer.Function):
             gu_p = xp.matmul(g[lo:hi].transpose(0, 1, 2, 4, 3),
                              _positions(w_pos, lo, hi))       # P,T,J,N,K
             gu[:, lo:hi] = gu_p.sum(axis=2).transpose(2, 0, 1, 3)
-        _split(xp, p, gradients)
+        split(xp, p, gradients)
         if len(w_pos) == 1:                                    # shared
             gW = gW.sum(axis=0)
         return gu.reshape(u.shape), gW.reshape(W.shape)
@@ -640,7 +640,7 @@ class DynamicRouting(chainer.Function):
                 if r < last:
                     b += xp.matmul(rows, v.reshape(m * j, d, 1)).reshape(
                         m, j, i)
-        _split(xp, n, route)
+        split(xp, n, route)
         return self.v[last], self.c[last]
 
     def backward(self, inputs, grad_outputs):
@@ -682,7 +682,7 @@ class DynamicRouting(chainer.Function):
             bb = xp.stack(rhs, axis=-2).reshape(m * j, len(rhs), d)
             xp.matmul(a, bb, out=gu_hat[lo:hi].reshape(m * j, i, d))
             return g_bias
-        g_bias = sum(_split(xp, n, gradients))
+        g_bias = sum(split(xp, n, gradients))
         return (gu_hat, g_bias)[:len(inputs)]
 
 

@@ -165,12 +165,12 @@ def test_split_runs_its_slices_at_once(monkeypatch):
     def work(lo, hi):
         together.wait()
         return lo, hi
-    assert kernels._split(numpy, 7, work) == [(0, 2), (2, 4), (4, 7)]
+    assert kernels.split(numpy, 7, work) == [(0, 2), (2, 4), (4, 7)]
 
     def bounds(lo, hi):
         return lo, hi
-    assert kernels._split(numpy, 2, bounds) == [(0, 1), (1, 2)]  # none empty
-    assert kernels._split(object(), 7, bounds) == [(0, 7)]    # CuPy: one call
+    assert kernels.split(numpy, 2, bounds) == [(0, 1), (1, 2)]  # none empty
+    assert kernels.split(object(), 7, bounds) == [(0, 7)]    # CuPy: one call
 
 
 @pytest.mark.parametrize('slope', [0.0, 0.05])
