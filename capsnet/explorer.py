@@ -11,6 +11,7 @@ model.
 
 Page data (``window.CAPSNET``), for N gallery images of C channels (1 grey,
 3 colour), J digit capsules of D dimensions on a G x G primary grid:
+    channels  C                                   side, grid          S, G
     images    N x (C * S * S) uint8, row-major    labels, predicted   N ints
     capsules  N x J x D                       couplings           N x J x G*G
     decoder   [W1 (512, J*D), b1, W2, b2, W3 (C*S*S, 1024), b3], float16

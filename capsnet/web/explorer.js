@@ -10,7 +10,7 @@
 (function () {
   const data = window.CAPSNET;
   const S = data.side;
-  const C = data.channels || 1;
+  const C = data.channels;
   const P = C * S * S;            // numbers in an image
   const J = data.capsules[0].length;
   const D = data.capsules[0][0].length;
