@@ -2,7 +2,6 @@
 and a clean stop on Ctrl-C or SIGTERM, and a stop before a non-finite loss
 reaches any file."""
 import fcntl
-import math
 import os
 import signal
 import time
@@ -108,17 +107,36 @@ class GracefulStop(chainer.training.Extension):
 
 
 class FiniteLoss(chainer.training.Extension):
-    """Stop the run with a UserError as soon as the training loss is NaN or
-    infinite, before any writer (log, model, snapshot) sees that iteration:
-    the files on disk stay those of the last good one."""
+    """Stop the run with a UserError once the training loss has been NaN or
+    infinite, before any writer (log, model, snapshot) sees an iteration
+    since: the files on disk stay those of the last write before it.
+
+    ``writes(trainer)``: whether anything is written this iteration. Only
+    then is the loss read on the host; between reads the first bad
+    iteration is kept on the device, so that a GPU step does not wait for
+    the device each iteration.
+    """
 
     priority = chainer.training.PRIORITY_WRITER + 1
 
+    def __init__(self, writes):
+        self.writes = writes
+        self.first_bad = None   # on the device: first bad iteration, or -1
+
     def __call__(self, trainer):
-        loss = float(chainer.as_array(trainer.observation['main/loss']))
-        if not math.isfinite(loss):
+        loss = chainer.as_array(trainer.observation['main/loss'])
+        xp = chainer.backend.get_array_module(loss)
+        iteration = trainer.updater.iteration
+        if self.first_bad is None:
+            self.first_bad = xp.array(-1)
+        self.first_bad = xp.where((self.first_bad < 0) & ~xp.isfinite(loss),
+                                  iteration, self.first_bad)
+        if not self.writes(trainer):
+            return
+        first_bad, self.first_bad = int(self.first_bad), None
+        if first_bad >= 0:
             raise UserError(
-                'the training loss became {} at iteration {}; the run '
-                'stopped and its files are those of the last good '
-                'iteration (a smaller --lr may help)'.format(
-                    loss, trainer.updater.iteration))
+                'the training loss became NaN or infinite at iteration {}; '
+                'the run stopped at iteration {} and its files are those of '
+                'the last write before it (a smaller --lr may help)'.format(
+                    first_bad, iteration))

@@ -122,11 +122,15 @@ def test_a_run_stopped_before_its_first_validation_resumes(tmp_path):
     assert 'validation/main/accuracy' in (out / 'log').read_text()
 
 
-def test_a_nan_loss_stops_the_run_and_touches_no_file(resumable):
+@pytest.mark.parametrize('bad, stop', [(6, 6), (5, 6)])
+def test_a_nan_loss_stops_the_run_and_touches_no_file(resumable, bad, stop):
+    """Resumed at iteration 4, the run writes at 6 (its snapshot interval):
+    a NaN at 5 is read there, before anything is written."""
     before = contents(resumable)
-    line = one_line(train(resumable, 2, 'nan', '6', check=False), 1)
-    assert line.startswith('error: the training loss became nan at '
-                           'iteration 6')
+    line = one_line(train(resumable, 2, 'nan', str(bad), check=False), 1)
+    assert line.startswith('error: the training loss became NaN or infinite '
+                           'at iteration {}; the run stopped at iteration '
+                           '{}'.format(bad, stop))
     assert contents(resumable) == before
 
 
