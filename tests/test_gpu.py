@@ -19,6 +19,7 @@ from capsnet import kernels
 from capsnet.model import BaselineCNN
 from capsnet.model import CapsNet
 from conftest import assert_same_loss_and_gradients
+from test_guards import finite_loss_stops
 
 
 def _gpu_problem():
@@ -183,3 +184,11 @@ def test_baseline_runs():
     with chainer.using_config('train', False):
         y = model.predict(x)
     assert y.shape == (2, 10) and on_gpu(y.array)
+
+
+def test_finite_loss_with_the_loss_on_the_device():
+    nan = float('nan')
+    cupy = cuda.cupy
+    assert finite_loss_stops(cupy, [1, 2, 3], writes={3}) is None
+    error = finite_loss_stops(cupy, [1, nan, 3], writes={3})
+    assert 'at iteration 2; the run stopped at iteration 3' in str(error)

@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy
 import pytest
 
+from capsnet import guards
+from capsnet.errors import UserError
 from conftest import ROOT
 from conftest import TINY
 from conftest import assert_same_training_state
@@ -132,6 +135,37 @@ def test_a_nan_loss_stops_the_run_and_touches_no_file(resumable, bad, stop):
                            'at iteration {}; the run stopped at iteration '
                            '{}'.format(bad, stop))
     assert contents(resumable) == before
+
+
+def finite_loss_stops(xp, losses, writes):
+    """Feed FiniteLoss the training losses of iterations 1, 2, ... (as
+    ``xp`` arrays) with files written at the iterations in ``writes``:
+    the UserError it raised, or None."""
+    check = guards.FiniteLoss(
+        lambda trainer: trainer.updater.iteration in writes)
+    for iteration, loss in enumerate(losses, 1):
+        trainer = SimpleNamespace(
+            updater=SimpleNamespace(iteration=iteration),
+            observation={'main/loss': xp.asarray(loss, dtype=xp.float32)})
+        try:
+            check(trainer)
+        except UserError as e:
+            return e
+    return None
+
+
+def test_finite_loss_reads_the_first_bad_iteration_where_files_are_written():
+    nan, inf = float('nan'), float('inf')
+    assert finite_loss_stops(numpy, [1, 2, 3, 4], writes={2, 4}) is None
+    error = finite_loss_stops(numpy, [1, 2, inf, nan, 5], writes={2, 4})
+    assert str(error).startswith('the training loss became NaN or infinite '
+                                 'at iteration 3; the run stopped at '
+                                 'iteration 4')
+    # one bad iteration, read at the next write however long after
+    error = finite_loss_stops(numpy, [1, nan, 3, 4, 5, 6], writes={6})
+    assert 'at iteration 2; the run stopped at iteration 6' in str(error)
+    error = finite_loss_stops(numpy, [1, 2, nan], writes={1, 3})
+    assert 'at iteration 3; the run stopped at iteration 3' in str(error)
 
 
 @pytest.mark.parametrize('pattern, kept', [
