@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import zipfile
 import zlib
 
@@ -19,7 +18,6 @@ import chainer
 from chainer import serializers
 from chainer import training
 from chainer.training import extensions
-from chainer.training.extensions import snapshot_writers
 
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
@@ -252,52 +250,6 @@ def load_snapshot(path, trainer):
         path, failure, 'delete it to resume from the snapshot before it, or '
         'use another --save folder' if ours else 'give --resume a '
         'snapshot_iter_N file of a run with the same options'))
-
-
-class BackgroundWriter(snapshot_writers.Writer):
-    """Chainer's snapshot writer, with the writing off the training thread.
-
-    The trainer's state is copied first, on the training thread (on the CPU
-    Chainer hands over the arrays that the next step updates in place), then
-    a thread writes the copy uncompressed (zlib took 2.75 s for the 99 MB of a
-    CapsNet snapshot) into a temporary folder and renames it, as Chainer's
-    writers do: a snapshot file is whole or absent. The next snapshot and
-    the end of the run wait for the write and raise what it raised (a full
-    disk), so no failed write goes unreported.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._thread = None
-        self._error = None
-
-    def __call__(self, filename, outdir, target):
-        """``target``: the trainer's state, {key: array}."""
-        self.finalize()
-        arrays = {key: numpy.array(value)                    # copies
-                  for key, value in target.items()}
-
-        def write():
-            try:
-                self.save(filename, outdir, arrays, _savez)
-            except BaseException as e:   # raised on the training thread
-                self._error = e
-        self._thread = threading.Thread(target=write)
-        self._thread.start()
-
-    def finalize(self):
-        """Wait for the write in progress; raise its error, if any."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-
-def _savez(path, arrays):
-    with open(path, 'wb') as f:
-        numpy.savez(f, **arrays)
 
 
 class AtomicPlotReport(extensions.PlotReport):
