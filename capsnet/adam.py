@@ -38,10 +38,11 @@ class AdamRule(adam.AdamRule):
 
         def update(lo, hi):
             # in blocks that stay in cache through all ten passes
+            block = numpy.empty(min(BLOCK, hi - lo), dtype=p.dtype)
             for start in range(lo, hi, BLOCK):
                 end = min(start + BLOCK, hi)
                 pp, gg, mm, vv = (a[start:end] for a in (p, g, m, v))
-                scratch = numpy.empty_like(gg)
+                scratch = block[:end - start]
                 numpy.subtract(gg, mm, out=scratch)  # m += (1 - b1) (g - m)
                 scratch *= 1 - hp.beta1
                 mm += scratch
