@@ -42,6 +42,7 @@ from capsnet.model import CapsNetLoss
 
 
 DEFAULT_VAL_SIZE = 5000
+PICKED_BY = 'validation/main/accuracy'      # the saved model's, --patience's
 
 
 def build_parser():
@@ -52,6 +53,9 @@ def build_parser():
                    help="capsnet, or the paper's baseline CNN (which "
                    'ignores the capsule flags below)')
     p.add_argument('-e', '--epoch', type=cli.EPOCHS, default=50)
+    p.add_argument('--patience', type=cli.integer(1), default=None,
+                   help='stop once validation accuracy has not improved for '
+                   'N epochs (default: train all --epoch epochs)')
     p.add_argument('-b', '--batchsize', type=cli.BATCH, default=128)
     p.add_argument('--lr', type=cli.number(0, 1, low_open=True), default=1e-3,
                    help='Adam step size')
@@ -204,7 +208,15 @@ def main(argv=None):
     updater = training.StandardUpdater(
         train_iter, optimizer, device=device,
         converter=train_converter)
-    trainer = training.Trainer(updater, (args.epoch, 'epoch'), out=out)
+    if args.patience and not args.val_size:
+        raise UserError('--patience needs validation images: it watches '
+                        'their accuracy (--val-size 0 holds none out)')
+    patience = (schedule.Patience(PICKED_BY, args.patience) if args.patience
+                else None)
+    trainer = training.Trainer(updater, schedule.StopTrigger(
+        args.epoch, patience), out=out)
+    if patience:
+        trainer.extend(patience)
     trainer.extend(checkpoint.RandomStates(order=order_rng, shift=shift_rng))
     stop = guards.GracefulStop(cluster)
     trainer.extend(stop)
@@ -246,6 +258,10 @@ def main(argv=None):
     try:
         with stop:
             trainer.run(show_loop_exception_msg=False)
+        if patience and patience.exhausted() and cluster.is_root:
+            print('validation accuracy has not improved for {} epochs (best '
+                  '{:.4%}): stopped at epoch {}'.format(
+                      args.patience, patience.best, updater.epoch))
     except OSError as e:        # a full disk, say: every file is atomic
         raise UserError('cannot write to {}: {}; the files there are those '
                         'of the last complete write: make room, then run the '
@@ -256,7 +272,7 @@ def main(argv=None):
 def add_reports(trainer, model, validated):
     """The best model, the log, the plots and the progress on the terminal."""
     # validation picks the saved model; without it, the latest is saved
-    best = (checkpoint.MaxValueTrigger('validation/main/accuracy')
+    best = (checkpoint.MaxValueTrigger(PICKED_BY)
             if validated else (1, 'epoch'))
     trainer.extend(checkpoint.SaveBestModel(model), trigger=best)
     trainer.extend(extensions.LogReport())

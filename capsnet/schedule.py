@@ -1,4 +1,4 @@
-"""Adam's step size over a run.
+"""A run's schedule: Adam's step size, and when the run stops.
 
 Two decays, both exponential: once an epoch (``ExponentialShift``; x0.9 an
 epoch is a reimplementation's choice, XifengGuo's, and capsnet's default),
@@ -6,8 +6,12 @@ or continuously every step as the paper's official TensorFlow code does
 (``ContinuousDecay``: x0.96 every 2,000 steps of 128 images, never below
 1e-6). The paper itself says only "TensorFlow default parameters, including
 the exponentially decaying learning rate".
+
+A run stops after its epochs, or earlier with ``Patience``: once validation
+has not improved for that many epochs.
 """
 import chainer
+from chainer.training import triggers
 
 
 def step_size(iteration, lr, rate, steps, floor=0.0):
@@ -34,3 +38,61 @@ class ContinuousDecay(chainer.training.Extension):
         updater = trainer.updater
         updater.get_optimizer('main').alpha = step_size(
             updater.iteration, self.lr, self.rate, self.steps, self.floor)
+
+
+class Patience(chainer.training.Extension):
+    """Counts the epochs since ``key`` (a validation accuracy) last rose.
+
+    Chainer's EarlyStoppingTrigger keeps this count in the stop trigger,
+    which looks at the epoch's values at the next iteration, after the
+    epoch's snapshot is written and before a resume can show them again:
+    resumed, it lost an epoch's check or waited ``patience`` epochs afresh.
+    Here the count is kept after the Evaluator reports and before the
+    snapshot, so that it resumes exactly.
+    """
+
+    # at each epoch's end; unlike an IntervalTrigger, with nothing to
+    # snapshot, so that snapshots of runs without patience resume with it
+    trigger = staticmethod(lambda trainer: trainer.updater.is_new_epoch)
+    priority = chainer.training.PRIORITY_EDITOR    # after the Evaluator
+
+    def __init__(self, key, patience):
+        self.key, self.patience = key, patience
+        self.best, self.count = float('-inf'), 0
+
+    def __call__(self, trainer):
+        value = float(trainer.observation[self.key])
+        if value > self.best:
+            self.best, self.count = value, 0
+        else:
+            self.count += 1
+
+    def exhausted(self):
+        return self.count >= self.patience
+
+    def serialize(self, serializer):
+        try:
+            self.count = int(serializer('count', self.count))
+        except KeyError:
+            return      # a snapshot of a run started without patience
+        self.best = float(serializer('best', self.best))
+
+
+class StopTrigger:
+    """The Trainer's stop trigger: after ``epochs`` epochs, or once
+    ``patience`` (a Patience, or None) is exhausted. A snapshot holds it as
+    it holds a plain ``(epochs, 'epoch')`` trigger."""
+
+    def __init__(self, epochs, patience=None):
+        self.limit = triggers.IntervalTrigger(epochs, 'epoch')
+        self.patience = patience
+
+    def __call__(self, trainer):
+        return self.limit(trainer) or bool(
+            self.patience and self.patience.exhausted())
+
+    def get_training_length(self):          # for the ProgressBar
+        return self.limit.get_training_length()
+
+    def serialize(self, serializer):
+        self.limit.serialize(serializer)

@@ -118,6 +118,31 @@ def test_killed_training_resumes_where_its_snapshot_left_off(tmp_path):
                 if 'partial' in f or f.startswith('tmp')]
 
 
+def test_patience_stops_a_stalled_run_and_counts_across_resumes(tmp_path):
+    """A step size too small to change any answer keeps validation accuracy
+    at epoch 1's: --patience 2 stops the run after epoch 3, also when it
+    was stopped at its epoch limit after epoch 2 and resumed."""
+    out = tmp_path / 'stalled'
+    stalled = [*TINY, '--lr', '1e-9', '--patience', '2', '--save', str(out)]
+    run_here('train.py', *stalled, '-e', '2')       # best at 1, 2 no better
+    for _ in range(2):          # a stopped run, resumed, stays stopped
+        result = run_here('train.py', *stalled, '-e', '9')
+        assert 'not improved for 2 epochs' in result.stdout
+        assert 'stopped at epoch 3' in result.stdout
+        log = json.loads((out / 'log').read_text())
+        assert [e['epoch'] for e in log] == [1, 2, 3]
+    # a run started without patience counts from its resume: best at 2
+    plain = tmp_path / 'plain'
+    run_here('train.py', *TINY, '--lr', '1e-9', '-e', '1', '--save',
+             str(plain))
+    result = run_here('train.py', *TINY, '--lr', '1e-9', '--patience', '1',
+                      '-e', '9', '--save', str(plain))
+    assert 'stopped at epoch 3' in result.stdout, result.stdout
+    refuses('--patience needs validation images', 'train.py', *TINY,
+            '--val-size', '0', '--patience', '3', '--save',
+            str(tmp_path / 'none'))
+
+
 def test_bad_data(tmp_path):
     fails_with('is not a folder', 'train.py', '--data-dir',
                str(tmp_path / 'none'), '--save', str(tmp_path / 'a'))
