@@ -51,11 +51,22 @@ def write_json(path, obj):
         (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode()))
 
 
-def save_model(path, model):
-    """Parameters and options of ``model`` to the .npz file ``path``."""
+def save_model(path, model, dtype=None):
+    """Parameters and options of ``model`` to the .npz file ``path``; with
+    ``dtype`` (numpy.float16 halves the file), its float arrays in that
+    type, which load_model casts back to the model's."""
     serializer = serializers.DictionarySerializer()
     serializer.save(model)
     arrays = dict(serializer.target)
+    for name, array in arrays.items():
+        if dtype and array.dtype.kind == 'f':
+            with numpy.errstate(over='ignore'):     # refused below instead
+                arrays[name] = array.astype(dtype)
+            if numpy.isfinite(array).all() and not numpy.isfinite(
+                    arrays[name]).all():
+                raise UserError('{} holds values beyond {}: keep '
+                                'float32'.format(name,
+                                                 numpy.dtype(dtype).name))
     arrays[OPTIONS_KEY] = numpy.array(json.dumps(
         dict(model.options, arch=model.arch)))
     # uncompressed: zlib took 1.5 s for 7% of a CapsNet's 33 MB
@@ -158,28 +169,32 @@ def load_model(path):
     return models[0]
 
 
+def read_json(directory, name, advice):
+    """The JSON file ``name`` of a run folder, or None where there is none;
+    a damaged one is a UserError that ends with ``advice``."""
+    path = os.path.join(directory, name)
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        if value is None:
+            raise ValueError('it holds null')
+        return value
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:      # JSONDecodeError, bad UTF-8
+        raise UserError('{} is {} ({}); {}'.format(
+            path, 'empty' if os.path.getsize(path) == 0 else 'damaged',
+            e, advice))
+
+
 def check_run_folder(directory, model):
     """Before a run uses ``directory``: its options.json and log, if any,
     must be readable, and it must hold a model with ``model``'s options."""
-    def read_json(name, advice):
-        path = os.path.join(directory, name)
-        try:
-            with open(path) as f:
-                value = json.load(f)
-            if value is None:
-                raise ValueError('it holds null')
-            return value
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:      # JSONDecodeError, bad UTF-8
-            raise UserError('{} is {} ({}); {}'.format(
-                path, 'empty' if os.path.getsize(path) == 0 else 'damaged',
-                e, advice))
-
-    options = read_json('options.json', 'delete it if this folder was made '
-                        'by the same command, or use another --save folder')
-    log = read_json('log', 'delete it: a resumed run writes it again in full '
-                    'from its snapshot at the next epoch')
+    options = read_json(directory, 'options.json', 'delete it if this folder '
+                        'was made by the same command, or use another --save '
+                        'folder')
+    log = read_json(directory, 'log', 'delete it: a resumed run writes it '
+                    'again in full from its snapshot at the next epoch')
     if log is not None and not isinstance(log, list):
         raise UserError('{} is damaged (not a list of log entries); delete '
                         'it: a resumed run writes it again in full from its '

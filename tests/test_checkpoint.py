@@ -1,7 +1,13 @@
-"""What a killed run leaves half-written is cleared, and nothing else."""
+"""What a killed run leaves half-written is cleared, and nothing else; a
+model file in half precision loads as the model's float32."""
 import os
 
+import numpy
+import pytest
+
 from capsnet import checkpoint
+from capsnet.errors import UserError
+from capsnet.model import CapsNet
 
 
 def test_partial_files_go_and_finished_ones_stay(tmp_path):
@@ -18,3 +24,20 @@ def test_partial_files_go_and_finished_ones_stay(tmp_path):
         (tmp_path / name / 'inside').write_bytes(b'x')
     checkpoint.remove_partial_files(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(finished)
+
+
+def test_a_half_precision_model_file_loads_rounded_into_float32(tmp_path):
+    model = CapsNet(n_classes=3, in_size=20)
+    full, half = str(tmp_path / 'full.npz'), str(tmp_path / 'half.npz')
+    checkpoint.save_model(full, model)
+    checkpoint.save_model(half, model, numpy.float16)
+    assert os.path.getsize(half) < 0.51 * os.path.getsize(full)
+    loaded = dict(checkpoint.load_model(half).namedparams())
+    assert loaded.keys() == dict(model.namedparams()).keys()
+    for name, param in model.namedparams():
+        assert loaded[name].dtype == numpy.float32
+        numpy.testing.assert_array_equal(
+            loaded[name].array, param.array.astype(numpy.float16), name)
+    model.conv1.b.array[0] = 1e5            # beyond float16's 65,504
+    with pytest.raises(UserError, match='conv1/b holds values beyond'):
+        checkpoint.save_model(half, model, numpy.float16)

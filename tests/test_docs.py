@@ -14,7 +14,7 @@ PAGES = [os.path.join(ROOT, 'README.md')] + sorted(
     glob.glob(os.path.join(ROOT, 'docs', '*.md')))
 SCRIPTS = ['train.py', 'analyze.py', 'experiments/table1.py',
            'bench/benchmark.py', 'bench/side_by_side.py',
-           'bench/convolution.py']
+           'bench/convolution.py', 'capsnet/export.py']
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)')
 
 
@@ -47,6 +47,9 @@ def flags_of_scripts(command):
         words = shlex.split(command, comments=True)
     except ValueError:
         return []
+    # python -m capsnet.export runs capsnet/export.py
+    words = [w.replace('.', '/') + '.py' if k and words[k - 1] == '-m' else w
+             for k, w in enumerate(words)]
     found = []
     for k, word in enumerate(words):
         script = next((s for s in SCRIPTS if word == s or
@@ -66,6 +69,8 @@ def test_the_walk_finds_commands_and_their_flags():
     assert flags_of_scripts('.venv/bin/python train.py -g 0 --save x '
                             '[--affine] # --not-a-flag') == [
         ('train.py', ['-g', '--save', '--affine'])]
+    assert flags_of_scripts('python -m capsnet.export a b --float16') == [
+        ('capsnet/export.py', ['--float16'])]
 
 
 @pytest.mark.parametrize('page', PAGES, ids=page_id)

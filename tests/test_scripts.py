@@ -80,6 +80,34 @@ def test_analyze_evaluate_prints_one_json_line(trained):
                                                        abs=1e-6)
 
 
+def test_export_ships_model_options_and_log_without_machine_paths(
+        trained, tmp_path):
+    ship = tmp_path / 'ship'
+    run_here('capsnet/export.py', str(trained), str(ship), '--float16')
+    assert sorted(os.listdir(ship)) == ['log', 'model.npz', 'options.json']
+    assert (ship / 'log').read_bytes() == (trained / 'log').read_bytes()
+    options = json.loads((ship / 'options.json').read_text())
+    run_options = json.loads((trained / 'options.json').read_text())
+    assert options['model'] == run_options['model']
+    assert os.path.isabs(run_options['train']['save'])
+    assert options['train']['save'] == os.path.relpath(trained)
+    assert options['train']['data_dir'] == os.path.relpath(MNIST_FIXTURE)
+    assert (ship / 'model.npz').stat().st_size < 0.51 * (
+        trained / 'model.npz').stat().st_size
+    # the shipped model is what analyze.py loads, and evaluates as the run's
+    # (half precision changes no answer of this tiny model on 100 images)
+    shipped, run_model = (json.loads(run_here(
+        'analyze.py', '--load', str(folder), *DATA, '--test-size', '100',
+        '--evaluate').stdout) for folder in (ship, trained))
+    assert shipped == run_model
+    refuses('is not a folder', 'capsnet/export.py', str(tmp_path / 'none'),
+            str(ship))
+    (tmp_path / 'bare').mkdir()
+    shutil.copy(trained / 'model.npz', tmp_path / 'bare')
+    refuses('has no options.json or no log', 'capsnet/export.py',
+            str(tmp_path / 'bare'), str(ship))
+
+
 def test_variants_train_and_analyze(tmp_path):
     out = tmp_path / 'seed'
     run_here('train.py', *TINY, '-e', '1', '--save', str(out), '--routing',

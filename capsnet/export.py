@@ -1,0 +1,66 @@
+"""Ship a run: its best model, options and log, into a folder of their own.
+
+    python -m capsnet.export runs/multimnist saved_model/multimnist --float16
+
+The paths among the run's options (--save, --data-dir, --resume) become
+relative to the current folder, so that none of the training machine's
+ships. --float16 stores the parameters in half precision, half the size
+(loading casts them back to float32): measure the shipped model, not the run.
+"""
+import os
+import sys
+
+import numpy
+
+from capsnet import checkpoint
+from capsnet import cli
+from capsnet.errors import UserError
+
+PATH_OPTIONS = ('save', 'data_dir', 'resume')
+
+
+def shipped_options(options):
+    """A run's options.json with its paths relative to the current folder."""
+    train = dict(options.get('train', {}))
+    for key in PATH_OPTIONS:
+        if train.get(key):
+            train[key] = os.path.relpath(train[key])
+    return dict(options, train=train)
+
+
+def export(run, out, dtype=None):
+    """Write ``run``'s model (in ``dtype``), options and log into ``out``."""
+    model = checkpoint.load_model(checkpoint.model_path(run))
+    advice = 'it is not a finished run folder of train.py'
+    options = checkpoint.read_json(run, 'options.json', advice)
+    if options is None or not os.path.isfile(os.path.join(run, 'log')):
+        raise UserError('{} has no options.json or no log; {}'.format(
+            run, advice))
+    checkpoint.save_model(os.path.join(out, checkpoint.MODEL_FILE), model,
+                          dtype)
+    checkpoint.write_json(os.path.join(out, 'options.json'),
+                          shipped_options(options))
+    with open(os.path.join(run, 'log'), 'rb') as f:
+        log = f.read()
+    checkpoint.atomic_write(os.path.join(out, 'log'), lambda f: f.write(log))
+
+
+def build_parser():
+    p = cli.ArgumentParser(description=__doc__)
+    p.add_argument('run', help='a save folder of train.py')
+    p.add_argument('out', help='the folder to ship')
+    p.add_argument('--float16', action='store_true',
+                   help='store the parameters in half precision')
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not os.path.isdir(args.run):
+        raise UserError('{} is not a folder'.format(args.run))
+    export(args.run, cli.writable_dir(args.out),
+           numpy.float16 if args.float16 else None)
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run(main))
