@@ -109,6 +109,12 @@ def build_parser():
     p.add_argument('--resume', default=None,
                    help='snapshot to resume from (default: the newest in '
                    '--save, if any)')
+    p.add_argument('--init', default=None,
+                   help='start from the weights of this model (a model file, '
+                   'or a folder holding model.npz) and from its place in the '
+                   "step-size schedule, read from its folder's log; Adam's "
+                   'moments start fresh. The model must have this run\'s '
+                   'options (architecture, input side, classes, ...)')
     p.add_argument('--seed', type=cli.SEED, default=0)
     p.add_argument('--communicator', default=None,
                    choices=distributed.COMMUNICATORS,
@@ -193,6 +199,9 @@ def main(argv=None):
     model = architecture(**options)
     if cluster.is_root:
         checkpoint.check_run_folder(out, model)
+    # where the step-size schedule starts (options.json records it)
+    args.init_iteration, args.init_epoch = (
+        checkpoint.init_from(args.init, model) if args.init else (0, 0))
     model.to_device(device)
     loss = (L.Classifier(model) if args.model == 'baseline'
             else CapsNetLoss(model, args.recon_weight, margin_scale=(
@@ -232,11 +241,13 @@ def main(argv=None):
                 name=name)
     if args.lr_decay_steps:
         trainer.extend(schedule.ContinuousDecay(
-            args.lr, args.lr_decay, args.lr_decay_steps, args.lr_min))
+            args.lr, args.lr_decay, args.lr_decay_steps, args.lr_min,
+            start=args.init_iteration))
     else:
         trainer.extend(extensions.ExponentialShift(
-            'alpha', args.lr_decay, target=args.lr_min or None),
-            trigger=(1, 'epoch'))
+            'alpha', args.lr_decay, init=max(
+                args.lr * args.lr_decay ** args.init_epoch, args.lr_min),
+            target=args.lr_min or None), trigger=(1, 'epoch'))
     # uncompressed: zlib took 2.75 s for the 99 MB of a CapsNet snapshot;
     # written before training goes on, so that a killed run has it
     trainer.extend(cluster.snapshot(extensions.snapshot(

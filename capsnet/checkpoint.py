@@ -339,3 +339,46 @@ class SaveBestModel(chainer.training.Extension):
 
     def __call__(self, trainer):
         save_model(os.path.join(trainer.out, MODEL_FILE), self.model)
+
+
+def _trained_so_far(directory):
+    """(iterations, epochs) that trained the model of the run or shipped
+    folder ``directory``: those of the log entry at which it was saved (the
+    first with the best validation accuracy, else the last entry), plus
+    those its own run started from (--init). (0, 0) without a log."""
+    advice = 'delete it, or give --init the model file alone'
+    log = read_json(directory, 'log', advice)
+    if not log or not isinstance(log, list):
+        return 0, 0
+    key = 'validation/main/accuracy'
+    scored = [entry for entry in log if key in entry]
+    saved = (max(scored, key=lambda entry: entry[key]) if scored
+             else log[-1])      # max() keeps the first of equal values
+    train = (read_json(directory, 'options.json', advice) or {}).get(
+        'train', {})
+    return (saved['iteration'] + train.get('init_iteration', 0),
+            saved['epoch'] + train.get('init_epoch', 0))
+
+
+def init_from(path, model):
+    """Copy into ``model`` the weights of the model file ``path`` (or of a
+    folder's model.npz), which must have been built with the same options;
+    returns (iterations, epochs) that trained it, where its folder's log
+    says so, else (0, 0)."""
+    path = model_path(path)
+    trained = load_model(path)
+    ignored = ('class_names',)      # fine-tuning may name the classes anew
+    theirs, ours = ({key: value for key, value in options.items()
+                     if key not in ignored}
+                    for options in (trained.options, model.options))
+    if trained.arch != model.arch or theirs != ours:
+        differ = ['model {} vs {}'.format(trained.arch, model.arch)] if (
+            trained.arch != model.arch) else [
+            '{} {} vs {}'.format(key, theirs.get(key), ours.get(key))
+            for key in sorted(set(theirs) | set(ours))
+            if theirs.get(key) != ours.get(key)]
+        raise UserError('--init {} holds a model of other options than this '
+                        'run builds ({}; the file\'s first)'.format(
+                            path, ', '.join(differ)))
+    model.copyparams(trained)
+    return _trained_so_far(os.path.dirname(path) or '.')

@@ -24,12 +24,15 @@ def step_size(iteration, lr, rate, steps, floor=0.0):
 class ContinuousDecay(chainer.training.Extension):
     """Sets the optimizer's ``alpha`` to ``step_size`` before every update.
     It depends on the iteration alone, so a resumed run continues it
-    exactly, with nothing to snapshot."""
+    exactly, with nothing to snapshot. ``start``: the updates that trained
+    the model before this run (train.py --init), so that the schedule goes
+    on from its place."""
 
     trigger = 1, 'iteration'
 
-    def __init__(self, lr, rate, steps, floor=0.0):
+    def __init__(self, lr, rate, steps, floor=0.0, start=0):
         self.lr, self.rate, self.steps, self.floor = lr, rate, steps, floor
+        self.start = start
 
     def initialize(self, trainer):
         self(trainer)           # the first update, or the first after resume
@@ -37,7 +40,8 @@ class ContinuousDecay(chainer.training.Extension):
     def __call__(self, trainer):
         updater = trainer.updater
         updater.get_optimizer('main').alpha = step_size(
-            updater.iteration, self.lr, self.rate, self.steps, self.floor)
+            self.start + updater.iteration, self.lr, self.rate, self.steps,
+            self.floor)
 
 
 class Patience(chainer.training.Extension):

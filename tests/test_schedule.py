@@ -22,7 +22,7 @@ def test_step_size_is_the_official_formula():
     assert schedule.step_size(20, 1e-3, 0.5, 1, 1e-6) == 1e-6
 
 
-def run(iterations, snapshot=None, resume=None):
+def run(iterations, snapshot=None, resume=None, start=0):
     """A tiny Trainer with ContinuousDecay; the alpha of each update."""
     numpy.random.seed(0)
     model = L.Classifier(L.Linear(3, 2))
@@ -38,7 +38,7 @@ def run(iterations, snapshot=None, resume=None):
     updater = training.StandardUpdater(
         chainer.iterators.SerialIterator(data, 4), optimizer, loss_func=loss)
     trainer = training.Trainer(updater, (iterations, 'iteration'))
-    trainer.extend(schedule.ContinuousDecay(1e-3, 0.5, 3))
+    trainer.extend(schedule.ContinuousDecay(1e-3, 0.5, 3, start=start))
     if resume:
         chainer.serializers.load_npz(resume, trainer)
     trainer.run()
@@ -54,3 +54,9 @@ def test_every_update_uses_the_step_size_of_its_iteration(tmp_path):
     run(4, snapshot=snapshot)
     numpy.testing.assert_allclose(run(7, resume=snapshot), want[4:],
                                   rtol=1e-12)
+
+
+def test_a_run_from_init_goes_on_from_the_models_place(tmp_path):
+    # train.py --init of a model trained 5 updates: its updates are 5, 6, ...
+    want = [1e-3 * 0.5 ** (k / 3) for k in range(5, 12)]
+    numpy.testing.assert_allclose(run(7, start=5), want, rtol=1e-12)

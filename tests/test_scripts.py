@@ -108,6 +108,38 @@ def test_export_ships_model_options_and_log_without_machine_paths(
             str(tmp_path / 'bare'), str(ship))
 
 
+def test_init_continues_a_shipped_model_where_its_schedule_left_off(
+        trained, tmp_path):
+    # a shipped folder: its model, and the place its log gives the model
+    ship = tmp_path / 'ship'
+    run_here('capsnet/export.py', str(trained), str(ship))
+    log = json.loads((trained / 'log').read_text())
+    best = max(log, key=lambda e: e['validation/main/accuracy'])
+    out = tmp_path / 'more'
+    # a step size of 1e-9 keeps the weights: the first validation is the
+    # shipped model's own (same images, same options)
+    run_here('train.py', *TINY, '-e', '1', '--save', str(out), '--init',
+             str(ship), '--lr', '1e-9')
+    train = json.loads((out / 'options.json').read_text())['train']
+    assert (train['init_iteration'], train['init_epoch']) == (
+        best['iteration'], best['epoch'])
+    first = json.loads((out / 'log').read_text())[0]
+    assert first['validation/main/accuracy'] == pytest.approx(
+        best['validation/main/accuracy'], abs=1e-6)
+    # continued from the continuation, the counts add up
+    from capsnet import checkpoint
+    assert checkpoint.init_from(str(out), checkpoint.load_model(
+        str(out / 'model.npz'))) == (best['iteration'] + 4,
+                                     best['epoch'] + 1)
+    refuses('holds a model of other options than this run builds (routing '
+            '3 vs 1', 'train.py', *TINY, '--save', str(tmp_path / 'r1'),
+            '--init', str(ship), '--routing', '1')
+    refuses('(model capsnet vs baseline', 'train.py', *TINY, '--save',
+            str(tmp_path / 'b'), '--init', str(ship), '--model', 'baseline')
+    refuses('no model file at', 'train.py', *TINY, '--save',
+            str(tmp_path / 'n'), '--init', str(tmp_path / 'none'))
+
+
 def test_variants_train_and_analyze(tmp_path):
     out = tmp_path / 'seed'
     run_here('train.py', *TINY, '-e', '1', '--save', str(out), '--routing',
