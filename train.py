@@ -34,6 +34,7 @@ from capsnet import distributed
 from capsnet import functions
 from capsnet import guards
 from capsnet import kernels
+from capsnet import routing
 from capsnet import schedule
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
@@ -68,8 +69,22 @@ def build_parser():
                    "2000 --lr-min 1e-6); default: once an epoch")
     p.add_argument('--lr-min', type=cli.number(0, 1), default=0.0,
                    help='the step size never decays below this')
+    p.add_argument('--router', default='dynamic',
+                   choices=sorted(routing.ROUTERS),
+                   help="how the digit capsules are made from the primary "
+                   "capsules' predictions (capsnet/routing.py; a router "
+                   'registered there before train.main runs is a choice '
+                   "too); dynamic is the paper's")
     p.add_argument('--routing', type=cli.ROUTING, default=3,
-                   help='routing iterations (1: no routing)')
+                   help='routing iterations, for the routers that iterate '
+                   '(1: no routing)')
+    p.add_argument('--leaky-routing', action='store_true',
+                   help="dynamic routing with the official code's extra "
+                   "'none of the above' logit")
+    p.add_argument('--plain', action='store_true',
+                   help='run every op as its readable composition in '
+                   'capsnet/functions.py instead of its fast kernel, so '
+                   'that an edit there reaches the run (about 5x slower)')
     p.add_argument('--reconstruct', action=argparse.BooleanOptionalAction,
                    default=True, help='decoder and reconstruction loss')
     p.add_argument('--recon-weight', type=cli.number(0, 1), default=0.0005)
@@ -168,9 +183,10 @@ def main(argv=None):
     architecture = ARCHITECTURES[args.model]
     options = dict(dropout_after=args.baseline_dropout) if (
         args.model == 'baseline') else dict(
-        routing=args.routing, reconstruct=args.reconstruct,
-        shared_weights=args.shared_weights, leaky_slope=args.leaky_slope,
-        capsule_bias=args.capsule_bias)
+        router=args.router, routing=args.routing,
+        reconstruct=args.reconstruct, shared_weights=args.shared_weights,
+        leaky_slope=args.leaky_slope, capsule_bias=args.capsule_bias,
+        leaky_routing=args.leaky_routing)
     dataset = datasets.get(args.dataset, args.data_dir)
     arrays = dataset.load()
     options.update(dataset.model_options(arrays, architecture, args.canvas))
@@ -196,7 +212,7 @@ def main(argv=None):
     numpy.random.seed(args.seed)
     if device.xp is not numpy:
         device.xp.random.seed(args.seed)
-    model = architecture(**options)
+    model = architecture(fused=not args.plain, **options)
     if cluster.is_root:
         checkpoint.check_run_folder(out, model)
     # where the step-size schedule starts (options.json records it)

@@ -88,7 +88,10 @@ def routing_maps(model, x):
     """
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         _, c = model.capsules(x)                           # (N, J, I)
-    c = backend.CpuDevice().send(c.array)
+    if c is None:
+        raise UserError('the {} router keeps no couplings to draw'.format(
+            model.options['router']))
+    c = backend.CpuDevice().send(c)
     n, j, _ = c.shape
     g, t = model.grid, c.shape[2] // model.grid ** 2
     # capsule i = (y * G + x) * T + t

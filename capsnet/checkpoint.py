@@ -19,6 +19,7 @@ from chainer import serializers
 from chainer import training
 from chainer.training import extensions
 
+from capsnet import routing
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
 
@@ -103,8 +104,22 @@ _OPTION_RANGES = {
     'class_names': (list,), 'leaky_slope': (float, 0, 0.999),
     'dropout': (float, 0, 0.999), 'reconstruct': (bool,),
     'shared_weights': (bool,), 'capsule_bias': (bool,),
+    'leaky_routing': (bool,), 'router': (str,),
     'dropout_after': ('last', 'both'),
 }
+# Parameters that moved, by the name files written before the move hold:
+# the capsule bias became dynamic routing's own
+RENAMED = {'digit_b': 'router/bias'}
+
+
+def _renamed(npz):
+    """The arrays of ``npz`` by name, the old names of RENAMED as today's,
+    wherever they stand in a path ('updater/model:main/model/digit_b')."""
+    arrays = {}
+    for key in npz.files:
+        parts = key.split('/')
+        arrays['/'.join(RENAMED.get(part, part) for part in parts)] = npz[key]
+    return arrays
 
 
 def _check_options(path, architecture, options):
@@ -126,6 +141,11 @@ def _check_options(path, architecture, options):
                 'must be n_classes names'
         elif allowed[0] is bool:
             wrong = None if isinstance(value, bool) else 'must be true or false'
+        elif allowed[0] is str:             # a router's name
+            wrong = None if value in routing.ROUTERS else (
+                'names no router registered here (there are {}): import the '
+                'module that registers it first'.format(
+                    ', '.join(sorted(routing.ROUTERS))))
         else:
             kind, low, high = allowed
             ok = (isinstance(value, (int, float)) and
@@ -161,7 +181,7 @@ def load_model(path):
         options = dict(architecture.IMPLICIT_OPTIONS, **options)
         _check_options(path, architecture, options)
         models.append(architecture(**options))
-        serializers.NpzDeserializer(npz).load(models[0])
+        serializers.NpzDeserializer(_renamed(npz)).load(models[0])
 
     failure = _read_npz(path, read)
     if failure:
@@ -248,8 +268,8 @@ def latest_snapshot(directory):
 
 def load_snapshot(path, trainer):
     """Restore the whole training state (model, optimizer, iterator, log)."""
-    failure = _read_npz(
-        path, lambda npz: serializers.NpzDeserializer(npz).load(trainer))
+    failure = _read_npz(path, lambda npz: serializers.NpzDeserializer(
+        _renamed(npz)).load(trainer))
     if not failure:
         return
     model_file = []

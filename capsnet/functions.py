@@ -77,7 +77,7 @@ def capsule_predictions(u, W):
     return F.reshape(u_hat, (n, j, p * t, d))
 
 
-def dynamic_routing(u_hat, iterations, eps=EPS, bias=None):
+def dynamic_routing(u_hat, iterations, eps=EPS, bias=None, leaky=False):
     """Routing by agreement (the paper's Procedure 1).
 
     Args:
@@ -86,6 +86,9 @@ def dynamic_routing(u_hat, iterations, eps=EPS, bias=None):
             uniform coupling 1/J.
         bias: None (the paper), or a (J, D) bias added to every s_j before
             the squash, in every iteration (the official code).
+        leaky: each softmax also sees a logit fixed at 0, a parent that
+            absorbs what no digit explains (the official code's leaky
+            routing); the couplings to the J parents then sum to under 1.
 
     Returns:
         v: parent capsules, (N, J, D).
@@ -98,7 +101,11 @@ def dynamic_routing(u_hat, iterations, eps=EPS, bias=None):
     u_rows = F.reshape(u_hat, (n * j, i, d))              # one (I, D) per (n, j)
     b = xp.zeros((n, j, i), dtype=u_hat.dtype)
     for r in range(iterations):
-        c = F.softmax(b, axis=1)                          # (N, J, I)
+        if leaky:
+            none = xp.zeros((n, 1, i), dtype=u_hat.dtype)
+            c = F.softmax(F.concat((b, none), axis=1), axis=1)[:, :j]
+        else:
+            c = F.softmax(b, axis=1)                      # (N, J, I)
         s = F.matmul(F.reshape(c, (n * j, 1, i)), u_rows)  # (N*J, 1, D)
         s = F.reshape(s, (n, j, d))
         if bias is not None:

@@ -6,7 +6,8 @@
     primary   32 types x 8-D @ 9x9 / 2       -> (N, 6, 6, 256)
               as capsules, squashed          -> u (N, I=1152, 8)
     digitcaps u_hat_{j|i} = W_ij u_i          -> (N, J=10, I, 16)
-              dynamic routing                 -> v (N, J, 16)
+              a router (capsnet/routing.py;
+              the paper's: dynamic)           -> v (N, J, 16)
     lengths   |v_j|                           -> (N, J)
     decoder   v masked to one capsule, 160 -> 512 -> 1024 -> 784 (sigmoid)
 
@@ -18,9 +19,9 @@ import chainer.functions as F
 import chainer.links as L
 from chainer import initializers
 
-from capsnet import functions
-from capsnet import kernels
+from capsnet.routing import ROUTERS
 from capsnet.functions import multi_accuracy
+from capsnet.ops import Ops
 
 PRIMARY_TYPES = 32
 PRIMARY_DIM = 8
@@ -32,42 +33,54 @@ class CapsNet(chainer.Chain):
 
     Args:
         n_classes: digit capsules J.
-        routing: routing iterations r (the paper: 3; 1 = no routing).
+        router: the name of a router in capsnet.routing.ROUTERS (the
+            paper's: dynamic); it gets every option below and takes those
+            it uses.
+        routing: routing iterations r, for the routers that iterate (the
+            paper: 3; 1 = no routing).
         reconstruct: build the decoder (off: no reconstruction loss).
         shared_weights: the seed's variant, one W per capsule *type* shared
             across the grid (32 x 10 x 16 x 8) instead of one per capsule.
         leaky_slope: slope of conv1's leaky ReLU; 0 is the paper's ReLU.
         capsule_bias: a learned (J, 16) bias added to every s_j in every
             routing iteration, initialised to 0.1, as in the official code
-            (the paper has none).
+            (the paper has none); dynamic routing's.
+        leaky_routing: dynamic routing's extra "none of the above" logit,
+            as in the official code.
         in_size: input side (28 for MNIST, 36 for MultiMNIST; at least
             MIN_SIDE, what the two 9x9 convolutions need).
         in_channels: 1 for grey images, 3 for colour.
         class_names: the classes' names, kept with the model (None: the
             class numbers).
-        fused: run the fast kernels of capsnet/kernels.py (default) or their
-            plain Chainer compositions in capsnet/functions.py, which are
-            easier to modify; same parameters, same results.
+        fused: run each op's fast kernel in capsnet/kernels.py where there
+            is one (default), or every op's plain Chainer composition in
+            capsnet/functions.py (train.py --plain), which is easier to
+            modify; same parameters, same results.
     """
 
     arch = 'capsnet'
     MIN_SIDE = 17
     # what files made before an option existed did without it
     IMPLICIT_OPTIONS = dict(capsule_bias=False, in_channels=1,
-                            class_names=None)
+                            class_names=None, router='dynamic',
+                            leaky_routing=False)
 
-    def __init__(self, n_classes=10, routing=3, reconstruct=True,
-                 shared_weights=False, leaky_slope=0.0, capsule_bias=False,
-                 in_size=28, in_channels=1, class_names=None, fused=True):
+    def __init__(self, n_classes=10, router='dynamic', routing=3,
+                 reconstruct=True, shared_weights=False, leaky_slope=0.0,
+                 capsule_bias=False, leaky_routing=False, in_size=28,
+                 in_channels=1, class_names=None, fused=True):
         super().__init__()
         if in_size < self.MIN_SIDE:
             raise ValueError('CapsNet takes images of {0}x{0} or more'.format(
                 self.MIN_SIDE))
-        self.ops = kernels if fused else functions
+        if router not in ROUTERS:
+            raise ValueError('no router is registered as {!r}'.format(router))
+        self.ops = Ops(fast=fused)
         self.options = dict(
-            n_classes=n_classes, routing=routing, reconstruct=reconstruct,
-            shared_weights=shared_weights, leaky_slope=leaky_slope,
-            capsule_bias=capsule_bias, in_size=in_size,
+            n_classes=n_classes, router=router, routing=routing,
+            reconstruct=reconstruct, shared_weights=shared_weights,
+            leaky_slope=leaky_slope, capsule_bias=capsule_bias,
+            leaky_routing=leaky_routing, in_size=in_size,
             in_channels=in_channels, class_names=class_names)
         self.grid = ((in_size - 8) - 9) // 2 + 1                 # 6 for 28
         n_primary = self.grid ** 2 * PRIMARY_TYPES               # 1152
@@ -85,8 +98,9 @@ class CapsNet(chainer.Chain):
             self.digit_W = chainer.Parameter(
                 initializers.Normal(0.01),
                 (n_weights, n_classes, DIGIT_DIM, PRIMARY_DIM))
-            if capsule_bias:
-                self.digit_b = chainer.Parameter(0.1, (n_classes, DIGIT_DIM))
+            self.router = ROUTERS[router](
+                n_in=n_primary, n_out=n_classes, dim=DIGIT_DIM,
+                child_dim=PRIMARY_DIM, ops=self.ops, **self.options)
             if reconstruct:
                 self.fc1 = L.Linear(n_classes * DIGIT_DIM, 512)
                 self.fc2 = L.Linear(512, 1024)
@@ -109,12 +123,12 @@ class CapsNet(chainer.Chain):
         return self.ops.capsule_predictions(u, self.digit_W)
 
     def capsules(self, x):
-        """x (N, C, H, W) -> digit capsules v (N, J, 16), couplings (N, J,
-        I)."""
-        u_hat = self.predictions(self.primary_capsules(x))
-        return self.ops.dynamic_routing(
-            u_hat, self.options['routing'],
-            bias=self.digit_b if self.options['capsule_bias'] else None)
+        """x (N, C, H, W) -> digit capsules v (N, J, 16), and the router's
+        couplings (N, J, I) as an array (None where it has none)."""
+        u = self.primary_capsules(x)                       # (N, G, G, T, 8)
+        v = self.router(self.predictions(u),
+                        F.reshape(u, (len(u), -1, PRIMARY_DIM)))
+        return v, self.router.couplings
 
     def decode(self, v, labels):
         """Reconstruct from capsule ``labels[n]`` of v (N, J, 16) alone:
@@ -169,7 +183,7 @@ class BaselineCNN(chainer.Chain):
         if dropout_after not in self.DROPOUT_PLACES:
             raise ValueError('dropout_after is one of {}'.format(
                 self.DROPOUT_PLACES))
-        self.ops = kernels if fused else functions
+        self.ops = Ops(fast=fused)
         self.options = dict(n_classes=n_classes, in_size=in_size,
                             dropout=dropout, dropout_after=dropout_after,
                             in_channels=in_channels, class_names=class_names)

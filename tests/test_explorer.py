@@ -49,7 +49,7 @@ def model_capsules(model, images):
     (N, 1, 28, 28), straight from the model."""
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         v, c = model.capsules(images.astype(numpy.float32) / 255)
-    return v.array, c.array
+    return v.array, c
 
 
 def from_record(record):

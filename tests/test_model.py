@@ -116,18 +116,18 @@ def test_loss_reports_and_reconstruction_switch(images):
 @pytest.mark.parametrize('routing', [1, 2])
 def test_routing_iterations_option(images, routing):
     _, c = CapsNet(routing=routing, reconstruct=False).capsules(images[:1])
-    assert numpy.allclose(c.array, 0.1) == (routing == 1)
+    assert numpy.allclose(c, 0.1) == (routing == 1)
 
 
 def test_capsule_bias_starts_at_the_official_0_1_and_learns(images):
     numpy.random.seed(0)
     model = CapsNet(capsule_bias=True)
-    numpy.testing.assert_array_equal(model.digit_b.array, numpy.float32(0.1))
+    numpy.testing.assert_array_equal(model.router.bias.array, numpy.float32(0.1))
     loss = CapsNetLoss(model)
     loss.cleargrads()
     loss(images, numpy.array([0, 1, 2], numpy.int32)).backward()
-    assert model.digit_b.grad.shape == (10, 16)
-    assert numpy.abs(model.digit_b.grad).min() > 0
+    assert model.router.bias.grad.shape == (10, 16)
+    assert numpy.abs(model.router.bias.grad).min() > 0
 
 
 @pytest.mark.parametrize('placement,dropouts', [('last', 1), ('both', 2)])

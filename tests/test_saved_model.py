@@ -26,12 +26,14 @@ MULTI = os.path.join(SAVED, 'multimnist')
 ])
 def test_saved_model_is_the_papers_architecture(folder, in_size, max_bytes):
     model = checkpoint.load_model(checkpoint.model_path(folder))
-    assert model.options == dict(n_classes=10, routing=3, reconstruct=True,
-                                 shared_weights=False, leaky_slope=0.0,
-                                 capsule_bias=False, in_size=in_size,
+    assert model.options == dict(n_classes=10, router='dynamic', routing=3,
+                                 reconstruct=True, shared_weights=False,
+                                 leaky_slope=0.0, capsule_bias=False,
+                                 leaky_routing=False, in_size=in_size,
                                  in_channels=1, class_names=None)
-    # the MNIST model was saved before --capsule-bias and your own data
-    # existed: it reads as without the bias, on grey MNIST digits
+    # the MNIST model was saved before --capsule-bias, your own data and
+    # the routers existed: it reads as without the bias, on grey MNIST
+    # digits, with dynamic routing
     with open(os.path.join(folder, 'options.json')) as f:
         assert dict(CapsNet.IMPLICIT_OPTIONS,
                     **json.load(f)['model']) == model.options
