@@ -1,6 +1,6 @@
 """The routers: the registry, hand-computed cases, numerical gradients, a
-short run on the fixture each, and a router from outside the package
-through the real commands."""
+router from outside the package through the real commands (each router's
+short run on the fixture is in test_learning.py)."""
 import json
 
 import numpy
@@ -8,18 +8,13 @@ import pytest
 
 import chainer
 from chainer import gradient_check
-from chainer.datasets import TupleDataset
 
 from capsnet import checkpoint
-from capsnet import data
 from capsnet import functions
 from capsnet import routing
-from capsnet.model import CapsNet
-from capsnet.model import CapsNetLoss
 from capsnet.ops import Ops
 
 from conftest import DATA
-from conftest import MNIST_FIXTURE
 from conftest import TINY
 from conftest import refuses
 from conftest import run_here
@@ -130,36 +125,6 @@ def test_the_dynamic_router_is_the_same_on_its_fast_kernel():
         for f in (True, False))
     numpy.testing.assert_allclose(fast(u_hat, None).array,
                                   plain(u_hat, None).array, rtol=1e-5)
-
-
-@pytest.mark.parametrize('name, steps, floor', [
-    # dynamic: tests/test_learning.py
-    ('uniform', 40, 0.5),
-    ('attention', 40, 0.5),
-    # its class scores come from routing weights that start at zero: it
-    # leaves chance later (0.25 after 40 steps, 0.36 after 80)
-    ('self-routing', 40, 0.2),
-])
-def test_each_router_learns_on_the_fixture(name, steps, floor):
-    arrays = data.load('mnist', MNIST_FIXTURE)
-    train, _, test = (TupleDataset(*split) if split else None for split in
-                      data.split_arrays(arrays, val_size=0))
-    numpy.random.seed(0)
-    model = CapsNet(router=name)
-    loss = CapsNetLoss(model)
-    optimizer = chainer.optimizers.Adam(alpha=1e-3)
-    optimizer.setup(loss)
-    device = chainer.get_device('@numpy')
-    converter = data.BatchConverter(2, numpy.random.default_rng(0))
-    order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(0))
-    batches = chainer.iterators.SerialIterator(train, 32, order_sampler=order)
-    for _ in range(steps):
-        optimizer.update(loss, *converter(batches.next(), device))
-    x, t = data.BatchConverter()(test[:], device)
-    with chainer.using_config('train', False), chainer.no_backprop_mode():
-        lengths, _ = model(x)
-    accuracy = float((lengths.array.argmax(axis=1) == t).mean())
-    assert accuracy > floor, accuracy           # chance is 0.1
 
 
 def test_a_router_from_outside_the_package_trains_and_evaluates(tmp_path):
