@@ -16,7 +16,9 @@ import os
 
 import numpy
 
+from capsnet.checkpoint import MAX_SIDE
 from capsnet.errors import UserError
+from capsnet.images import read as read_image
 
 TEST_FRACTION = 0.1
 TEST_SEED = 0
@@ -40,8 +42,6 @@ def load(path):
 
 
 def _read_folders(root):
-    from PIL import Image
-    from PIL import UnidentifiedImageError
     names = sorted(d for d in os.listdir(root) if not d.startswith('.') and
                    os.path.isdir(os.path.join(root, d)))
     if len(names) < 2:
@@ -56,13 +56,11 @@ def _read_folders(root):
             raise UserError('the class folder {} is empty'.format(folder))
         for f in files:
             path = os.path.join(folder, f)
-            try:
-                with Image.open(path) as image:
-                    colour |= image.mode not in ('1', 'L', 'I', 'I;16', 'F')
-                    images.append(numpy.asarray(image.convert('RGB')))
-            except (OSError, UnidentifiedImageError, ValueError) as e:
-                raise UserError('{} is not an image that can be read '
-                                '({})'.format(path, e))
+            # no larger than a model takes: a folder of huge images is
+            # refused before it fills the memory
+            image, has_colour = read_image(path, max_side=MAX_SIDE)
+            colour |= has_colour
+            images.append(numpy.asarray(image.convert('RGB')))
             if images[-1].shape != images[0].shape:
                 raise UserError('{} is {}x{}, but {} is {}x{}: the images '
                                 'must be of one size'.format(

@@ -23,6 +23,7 @@ import chainer
 from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
+from capsnet import images
 from capsnet.errors import UserError
 
 BOX = 20            # MNIST: the digit fits a 20x20 box in the 28x28 image
@@ -32,24 +33,10 @@ INK = 0.2           # a pixel this bright (of the brightest) is part of it
 def read_image(path, channels=1):
     """The image file ``path`` (any format Pillow reads) as grey levels
     (H, W), or colour (H, W, 3) for ``channels`` 3, in [0, 1]; UserError
-    naming the file if it cannot be read."""
-    from PIL import Image
-    from PIL import UnidentifiedImageError
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in \
-                    image.info:
-                # a transparent ground counts as white paper
-                ground = Image.new('RGBA', image.size, 'white')
-                image = Image.alpha_composite(ground, image.convert('RGBA'))
-            pixels = numpy.asarray(image.convert(
-                'RGB' if channels == 3 else 'L'), dtype=numpy.float32)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise UserError('{}: cannot read it as an image ({})'.format(
-            path, getattr(e, 'strerror', None) or e))
-    if pixels.size == 0:
-        raise UserError('{}: the image is empty'.format(path))
+    naming the file if it cannot be read (capsnet/images.py)."""
+    image, _ = images.read(path)
+    pixels = numpy.asarray(image.convert('RGB' if channels == 3 else 'L'),
+                           dtype=numpy.float32)
     return pixels / 255
 
 

@@ -114,12 +114,16 @@ def test_bad_data_gets_one_line_each(tree, tmp_path):
     bad = tmp_path / 'bad'
     shutil.copytree(tree, bad)
     (bad / 'one' / 'notes.png').write_text('not an image')
-    fails(r'one/notes.png is not an image that can be read', bad)
+    fails(r'one/notes.png: cannot read it as an image \(no format', bad)
     (bad / 'one' / 'notes.png').unlink()
     Image.new('L', (30, 28)).save(bad / 'two' / 'wide.png')
     fails(r'wide.png is 28x30, but .* is 28x28: the images must be of one '
           'size', bad)
     (bad / 'two' / 'wide.png').unlink()
+    Image.new('L', (100, 100)).save(bad / 'two' / 'photo.png')
+    fails('photo.png is 100x100; the model takes images of at most 64 '
+          'pixels a side', bad)
+    (bad / 'two' / 'photo.png').unlink()
     (bad / 'three').mkdir()
     fails('the class folder .*three is empty', bad)
     single = tmp_path / 'single'

@@ -6,9 +6,11 @@ never a traceback, never a run that goes on with a wrong value. A new reader
 joins by one entry in READERS. The commands run in this process (their
 main(), through cli.run as their scripts do)."""
 import gzip
+import io
 import json
 import os
 import shutil
+import zlib
 
 import numpy
 import pytest
@@ -272,3 +274,146 @@ def test_mutated_request_bodies_get_a_400(tmp_path):
             status, answer = request(url, raw)
             assert status == 400 and answer.get('error'), (kind, answer)
         assert request(url, json.dumps({'image': valid}).encode())[0] == 200
+
+
+# --- image files, through --predict, the API and train.py --dataset -------
+#
+# Each case is a file made from a fixture digit; it ends in one error line
+# (exit 1; the API raises a UserError naming the file) or in an answer.
+# docs/robustness.md lists which, case by case.
+
+def _png_chunk(raw, kind):
+    """Offset of the chunk ``kind`` (bytes) in the PNG ``raw``."""
+    return raw.index(kind) - 4
+
+
+def _with_ihdr_size(raw, width, height):
+    """A PNG whose header claims width x height, its checksum mended."""
+    start = _png_chunk(raw, b'IHDR')
+    raw[start + 8:start + 16] = width.to_bytes(4, 'big') + \
+        height.to_bytes(4, 'big')
+    raw[start + 21:start + 25] = zlib.crc32(
+        bytes(raw[start + 4:start + 21])).to_bytes(4, 'big')
+    return raw
+
+
+def image_cases(digit):
+    """{case: (file name, bytes, 'error' or 'answer')}."""
+    from PIL import Image
+
+    def encoded(image, fmt, **kwargs):
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **kwargs)
+        return bytearray(buffer.getvalue())
+    grey = Image.fromarray(255 - digit)                 # dark on light
+    png, jpeg = encoded(grey, 'PNG'), encoded(grey, 'JPEG')
+    idat = _png_chunk(png, b'IDAT')
+    bad_crc = bytearray(png)
+    bad_crc[idat + 8] ^= 0xFF               # the data, not its checksum
+    palette = grey.convert('P')
+    frames = [grey, Image.fromarray(digit)]
+    return {
+        'PNG cut in its header': ('a.png', png[:20], 'error'),
+        'PNG cut in its pixels': ('a.png', png[:idat + 20], 'error'),
+        'PNG cut at three quarters': ('a.png', png[:len(png) * 3 // 4],
+                                      'error'),
+        # every pixel is there: Pillow reads it without the end chunk
+        'PNG without its last 20 bytes': ('a.png', png[:-20], 'answer'),
+        'JPEG cut at half': ('a.jpg', jpeg[:len(jpeg) // 2], 'error'),
+        'PNG with a bad checksum': ('a.png', bad_crc, 'error'),
+        'PNG header of 0x0': ('a.png', _with_ihdr_size(bytearray(png), 0, 0),
+                              'error'),
+        'PNG header of 100,000 x 100,000': (
+            'a.png', _with_ihdr_size(bytearray(png), 100000, 100000),
+            'error'),
+        '16-bit grey PNG': ('a.png', encoded(Image.fromarray(
+            (255 - digit).astype(numpy.uint16) * 257), 'PNG'), 'answer'),
+        'palette PNG with transparency': ('a.png', encoded(
+            palette, 'PNG', transparency=0), 'answer'),
+        'CMYK JPEG': ('a.jpg', encoded(grey.convert('CMYK'), 'JPEG'),
+                      'answer'),
+        'animated GIF': ('a.gif', encoded(frames[0], 'GIF', save_all=True,
+                                          append_images=frames[1:]),
+                         'answer'),
+        '1x1 PNG': ('a.png', encoded(Image.new('L', (1, 1), 0), 'PNG'),
+                    'error'),           # blank: no digit in it
+        'text named .png': ('a.png', bytearray(b'not an image\n' * 10),
+                            'error'),
+        'empty file': ('a.png', bytearray(), 'error'),
+    }
+
+
+@pytest.fixture(scope='module')
+def digit():
+    """The fixture's first test digit, a 7 that the shipped model knows."""
+    from capsnet import data
+    images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
+    assert labels[0] == 7
+    return images[0, 0]
+
+
+@pytest.mark.parametrize('case', list(image_cases(
+    numpy.zeros((28, 28), numpy.uint8))))
+def test_image_files_end_in_one_line_or_an_answer(case, digit, tmp_path):
+    import capsnet
+    from capsnet.errors import UserError
+    from PIL import Image
+    name, raw, outcome = image_cases(digit)[case]
+    path = tmp_path / name
+    path.write_bytes(bytes(raw))
+    result = run_here('analyze.py', '--load', MODEL, '--predict', str(path),
+                      check=False)
+    if outcome == 'error':
+        ok, stderr = stops_with_one_line(['analyze.py', '--load', MODEL,
+                                          '--predict', str(path)])
+        assert ok and str(path) in stderr, stderr
+        with pytest.raises(UserError, match=str(path)):
+            capsnet.load(MODEL).classify([str(path)])
+    else:
+        assert result.returncode == 0, result.stderr
+        # the digit itself, read right (16-bit levels not clipped, the
+        # transparent ground white, the first frame of the GIF)
+        assert json.loads(result.stdout)['predicted'] == 7
+        assert capsnet.load(MODEL).classify([str(path)])[0].tolist() == [7]
+    # the folder reader: the file among 28x28 digits of two classes
+    tree = tmp_path / 'tree'
+    for label in ('a', 'b'):
+        (tree / label).mkdir(parents=True)
+        for k in range(4):
+            Image.fromarray(digit).save(tree / label / '{}.png'.format(k))
+    shutil.copy(path, tree / 'a' / name)
+    command = ['train.py', '--dataset', str(tree), '-e', '1', '-b', '4',
+               '--save', str(tmp_path / 'run')]
+    if outcome == 'error':      # the 1x1 one: not of the others' size
+        ok, stderr = stops_with_one_line(command)
+        assert ok and str(tree) in stderr, stderr
+    else:
+        run_here(*command)
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(digit, tmp_path,
+                                                        monkeypatch):
+    """The header's size is checked first: had the 100,000 x 100,000 file
+    been decoded, Pillow would have asked for 10 GB."""
+    from capsnet import images
+    from capsnet.errors import UserError
+    from PIL import Image
+    raw = _with_ihdr_size(bytearray(image_cases(digit)['16-bit grey PNG'][1]),
+                          9000, 9000)
+    path = tmp_path / 'huge.png'
+    path.write_bytes(bytes(raw))
+    decoded = []
+    monkeypatch.setattr(Image.Image, 'load', lambda self: decoded.append(1))
+    with pytest.raises(UserError, match='over the 40,000,000'):
+        images.read(str(path))
+    assert not decoded
+
+
+def test_load_names_a_missing_or_damaged_model(tmp_path):
+    import capsnet
+    from capsnet.errors import UserError
+    with pytest.raises(UserError, match=str(tmp_path / 'none')):
+        capsnet.load(str(tmp_path / 'none'))
+    (tmp_path / 'bad.npz').write_bytes(b'PK\x03\x04 damaged')
+    with pytest.raises(UserError, match=str(tmp_path / 'bad.npz')):
+        capsnet.load(str(tmp_path / 'bad.npz'))
