@@ -119,8 +119,16 @@ def build_parser():
                        DEFAULT_VAL_SIZE))
     p.add_argument('--train-size', type=cli.integer(1), default=None,
                    help='use only the first N training images')
-    p.add_argument('--snapshot-interval', type=cli.integer(1), default=100,
-                   help='snapshot every N iterations (and every epoch)')
+    when = p.add_mutually_exclusive_group()
+    when.add_argument('--snapshot-minutes', type=cli.number(0, 1440,
+                                                            low_open=True),
+                      default=schedule.SNAPSHOT_MINUTES,
+                      help='snapshot once this many minutes have passed '
+                      'since the last (and at every epoch\'s end, and on '
+                      'Ctrl-C); default: %(default)s')
+    when.add_argument('--snapshot-interval', type=cli.integer(1),
+                      default=None, help='snapshot every N iterations '
+                      'instead (and every epoch)')
     p.add_argument('--resume', default=None,
                    help='snapshot to resume from (default: the newest in '
                    '--save, if any)')
@@ -157,18 +165,6 @@ class Evaluator(extensions.Evaluator):
     def evaluate(self):
         with kernels.frozen_weights():
             return super().evaluate()
-
-
-def write_trigger(interval, stop):
-    """When a run writes its files: every epoch (log, plots, model,
-    snapshot), every ``interval`` iterations and before a stop (snapshot).
-    The stop is asked first, every iteration: under MPI it is a collective
-    call that every process must make."""
-    def trigger(trainer):
-        updater = trainer.updater
-        return (stop.requested(trainer) or updater.is_new_epoch or
-                updater.iteration % interval == 0)
-    return trigger
 
 
 def main(argv=None):
@@ -245,7 +241,8 @@ def main(argv=None):
     trainer.extend(checkpoint.RandomStates(order=order_rng, shift=shift_rng))
     stop = guards.GracefulStop(cluster)
     trainer.extend(stop)
-    writes = write_trigger(args.snapshot_interval, stop)
+    writes = schedule.WriteTrigger(stop, cluster, args.snapshot_interval,
+                                   args.snapshot_minutes)
     trainer.extend(guards.FiniteLoss(writes))
 
     for name, dataset in (('validation', val), ('test', test)):

@@ -173,7 +173,9 @@ class CapsuleHandler(http.server.BaseHTTPRequestHandler):
         except (ValueError, TypeError, KeyError) as e:
             return self._json(400, {'error': str(e)})
         side = self.model.options['in_size']
-        with self.lock:
+        # each request has a thread of its own, whose current GPU would be
+        # GPU 0 whatever -g says
+        with self.lock, chainer.using_device(self.device):
             x = self.device.send(image.reshape(1, -1, side, side))
             report = capsule_report(self.model, x)
         self._json(200, {'capsules': report['capsules'][0].tolist(),

@@ -163,6 +163,18 @@ def _dft(grid, positions, inverse, unique=False):
     return m.reshape(-1, a * b).T.astype(numpy.float32)
 
 
+@functools.lru_cache(maxsize=None)
+def _copied(device_name, matrix, *args):
+    """``matrix(*args)``, a host array, copied to the device named
+    ``device_name`` once, so that no call copies it again."""
+    return chainer.get_device(device_name).send(matrix(*args))
+
+
+def _beside(a, matrix, *args):
+    """``matrix(*args)`` (_dft or _complex_dft) on the device of ``a``."""
+    return _copied(backend.get_device_from_array(a).name, matrix, *args)
+
+
 def _space_to_depth(x, s):
     """(N, H, W, C) -> (H/s * W/s, N * s*s*C): grid positions first."""
     n, h, w, c = x.shape
@@ -243,14 +255,14 @@ class SpectralConvolution2DNHWC(chainer.Function):
         kd = self.k_pad // s
         gh, gw = self.grid
         x_d = _space_to_depth(_pad_to(x, (n, gh * s, gw * s, c)), s)
-        dft_x = xp.asarray(_dft(self.grid, self.grid, False, True))
+        dft_x = _beside(x, _dft, self.grid, self.grid, False, True)
         self.x_f = dft_x.dot(x_d).reshape(-1, 2 * n, s * s * c)
         del x_d
 
         def spectrum(W):                                     # (O, F, 2, C')
             w_d = _kernel_to_depth(
                 _pad_to(W, (o, self.k_pad, self.k_pad, c)), s)
-            dft_w = xp.asarray(_dft(self.grid, (kd, kd), False, True))
+            dft_w = _beside(W, _dft, self.grid, (kd, kd), False, True)
             return xp.matmul(dft_w, w_d).reshape(o, -1, 2, s * s * c)
         self.w_f = _weight_form(W, 'spectrum', spectrum)
         # correlation: Y = X conj(W), with W's parts as (F, C', O) views
@@ -258,7 +270,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
                       for part in (0, 1))
         y_f = _complex_matmul(xp, self.x_f, w_re, w_im,
                               conj_b=True)                   # (F, 2, N, O)
-        inverse = xp.asarray(_dft(self.grid, self.out_hw, True, True))
+        inverse = _beside(x, _dft, self.grid, self.out_hw, True, True)
         y = inverse.dot(y_f.reshape(-1, n * o))             # (OH*OW, N*O)
         y = y.reshape(self.out_hw + (n, o)).transpose(2, 0, 1, 3)
         return xp.ascontiguousarray(y + b),
@@ -272,7 +284,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
         s = self.stride
         f = len(self.x_f)
         gy_d = xp.ascontiguousarray(gy.transpose(1, 2, 0, 3))  # (OH, OW, N, O)
-        dft_y = xp.asarray(_dft(self.grid, self.out_hw, False, True))
+        dft_y = _beside(x, _dft, self.grid, self.out_hw, False, True)
         gy_f = dft_y.dot(gy_d.reshape(-1, n * o)).reshape(f, 2, n, o)
         # gW: correlation of x with gy, GW = X^T conj(GY), summed over N;
         # per frequency one product with [Xr; Xi] (2N, C'):
@@ -286,7 +298,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
         self.x_f = None                   # free it before gx's temporaries
         kd = self.k_pad // s
         # one GEMM back to the kernel's positions: (Kd*Kd, 2F) @ (2F, O*C')
-        inverse_w = xp.asarray(_dft(self.grid, (kd, kd), True, True))
+        inverse_w = _beside(x, _dft, self.grid, (kd, kd), True, True)
         gw_d = inverse_w.dot(gw_f.reshape(2 * f, -1)).reshape(
             kd * kd, o, -1).transpose(1, 0, 2)               # (O, Kd*Kd, C')
         del gw_f
@@ -299,7 +311,7 @@ class SpectralConvolution2DNHWC(chainer.Function):
             gx_f = _complex_matmul(xp, gy_f.reshape(f, 2 * n, o), w_re,
                                    w_im, conj_b=False)       # (F, 2, N, C')
             gh, gw = self.grid
-            inverse_x = xp.asarray(_dft(self.grid, self.grid, True, True))
+            inverse_x = _beside(x, _dft, self.grid, self.grid, True, True)
             gx_d = inverse_x.dot(gx_f.reshape(2 * f, -1))
             gx = _depth_to_space(gx_d, n, gh * s, gw * s, c, s)[:, :h, :w]
         self.w_f = None
@@ -400,7 +412,8 @@ def convolution_relu_nhwc(x, W, b, slope=0.0):
 # PrimaryCaps, forward and backward with the kernel transformed each step,
 # and forward alone inside frozen_weights(), where the transform is made once
 # (bench/convolution.py; 2 cores, NumPy; training crossed over between 16
-# and 24 images on the AMD EPYC of 2026-12-01).
+# and 24 images on the AMD EPYC of 2026-12-01). CPU measurements: on a GPU
+# they have not been measured, and the same points apply there.
 SPECTRAL_FROM = 24
 SPECTRAL_FROM_FROZEN = 12
 
@@ -426,13 +439,12 @@ def convolution_2d_nhwc(x, W, b, stride=1):
 # which is cheaper than O * C FFTs of the whole grid.
 
 @functools.lru_cache(maxsize=None)
-def _complex_dft(grid, positions, inverse):
-    """_dft as complex matrices: forward (F, A*B), exp(-i theta), and
-    inverse (A*B, F), with y = Re(E @ Y)."""
+def _complex_dft(grid, positions, inverse, dtype, conjugate=False):
+    """_dft as complex matrices of ``dtype``: forward (F, A*B), exp(-i
+    theta), and inverse (A*B, F), with y = Re(E @ Y); or their conjugates."""
     m = _dft(grid, positions, inverse)
-    if inverse:
-        return m[:, 0::2] - 1j * m[:, 1::2]
-    return m[0::2] + 1j * m[1::2]
+    m = m[:, 0::2] - 1j * m[:, 1::2] if inverse else m[0::2] + 1j * m[1::2]
+    return (m.conj() if conjugate else m).astype(dtype)
 
 
 def _fft(xp, name, *args, **kwargs):
@@ -483,8 +495,8 @@ class FourierConvolution2D(chainer.Function):
             complex_type, copy=False))                       # (F, N, C)
 
         def conjugate_spectrum(W):                           # (F, C, O)
-            dft = xp.asarray(_complex_dft(self.grid, (kh, kw), False).conj(),
-                             dtype=complex_type)
+            dft = _beside(W, _complex_dft, self.grid, (kh, kw), False,
+                          complex_type, True)
             w_d = W.transpose(2, 3, 1, 0).reshape(kh * kw, c * o)
             return dft.dot(w_d.astype(complex_type)).reshape(-1, c, o)
         self.w_fc = _weight_form(W, 'conjugate spectrum', conjugate_spectrum)
@@ -502,8 +514,8 @@ class FourierConvolution2D(chainer.Function):
         # gW: correlation of x with gy, GW = X^T conj(GY), summed over N
         gw_f = xp.matmul(self.x_f.transpose(0, 2, 1), gy_fc)  # (F, C, O)
         self.x_f = None
-        inverse = xp.asarray(_complex_dft(self.grid, (kh, kw), True),
-                             dtype=gw_f.dtype)
+        inverse = _beside(x, _complex_dft, self.grid, (kh, kw), True,
+                          gw_f.dtype)
         gW = inverse.dot(gw_f.reshape(len(gw_f), -1)).real    # (K*K, C*O)
         del gw_f
         gW = gW.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)

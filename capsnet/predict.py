@@ -114,6 +114,8 @@ class Model:
                 images[0], (str, os.PathLike)):
             return numpy.stack([self.prepare(read_image(p, self.channels),
                                               p) for p in images])
+        if chainer.backend.get_array_module(images) is not numpy:
+            images = chainer.backend.CpuDevice().send(images)   # CuPy
         x = numpy.asarray(images)
         x = x.astype(numpy.float32) / 255 if x.dtype == numpy.uint8 else \
             x.astype(numpy.float32)

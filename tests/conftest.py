@@ -148,12 +148,12 @@ def assert_same_loss_and_gradients(reference, other, x, t):
 
 
 @contextlib.contextmanager
-def explorer_server(model, gallery=8):
-    """The explorer's server (explorer.make_server) on ``model`` and the
-    first ``gallery`` fixture test digits, in a thread of this process, on a
-    free port: yields its URL."""
+def explorer_server(model, gallery=8, device='@numpy'):
+    """The explorer's server (explorer.make_server) on ``model`` (on
+    ``device``) and the first ``gallery`` fixture test digits, in a thread
+    of this process, on a free port: yields its URL."""
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
-    device = chainer.get_device('@numpy')
+    device = chainer.get_device(device)
     page = explorer.page_data(model, images, labels, numpy.arange(gallery),
                               device)
     server = explorer.make_server(model, device, page, 0)

@@ -164,3 +164,18 @@ def test_an_aborting_process_waits_until_its_output_is_read():
         assert time.monotonic() - start >= 0.3
         late_reader.join()
         assert read == [b'error: a full disk\n']
+
+
+def test_snapshots_by_time_come_at_the_same_iteration_in_every_process(
+        tmp_path):
+    """Each process has its own clock; they agree every iteration, so that
+    each snapshot has its two shards (a 0.06-s interval: about every
+    iteration, where two clocks disagree most)."""
+    args = [a for a in RUN if a not in ('--snapshot-interval', '3')]
+    result = mpiexec(2, 'train.py', *args, '-e', '1', '--snapshot-minutes',
+                     '0.001', '--save', str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = [f for f in os.listdir(tmp_path) if f.startswith('snapshot')]
+    iterations = {f.split('.')[0] for f in shards}
+    assert shards and all('{}.{}'.format(i, rank) in shards
+                          for i in iterations for rank in (0, 1)), shards

@@ -6,6 +6,7 @@ with a GPU. There ``CAPSNET_REQUIRE_GPU=1`` turns the skip into a failure,
 so that a broken CuPy or driver cannot pass for a machine without a GPU.
 Each case runs the same code on NumPy and on CuPy inputs.
 """
+import json
 import os
 
 import numpy
@@ -14,11 +15,21 @@ import pytest
 import chainer
 from chainer.backends import cuda
 
+import capsnet
+from capsnet import data
 from capsnet import functions
 from capsnet import kernels
 from capsnet.model import BaselineCNN
 from capsnet.model import CapsNet
+from conftest import DATA
+from conftest import MNIST_FIXTURE
+from conftest import ROOT
+from conftest import TINY
 from conftest import assert_same_loss_and_gradients
+from conftest import explorer_server
+from conftest import request
+from conftest import run_here
+from test_custom_data import colour_npz  # noqa: F401  (a fixture)
 from test_guards import finite_loss_stops
 
 
@@ -40,11 +51,15 @@ def on_gpu(array):
     return isinstance(array, cuda.cupy.ndarray)
 
 
-@pytest.fixture(autouse=True)
-def gpu():
+def require_gpu():
     if PROBLEM:
         required = os.environ.get('CAPSNET_REQUIRE_GPU') == '1'
         (pytest.fail if required else pytest.skip)(PROBLEM)
+
+
+@pytest.fixture(autouse=True)
+def gpu():
+    require_gpu()
 
 
 def values_and_gradients(f, inputs, device):
@@ -192,3 +207,138 @@ def test_finite_loss_with_the_loss_on_the_device():
     assert finite_loss_stops(cupy, [1, 2, 3], writes={3}) is None
     error = finite_loss_stops(cupy, [1, nan, 3], writes={3})
     assert 'at iteration 2; the run stopped at iteration 3' in str(error)
+
+
+# --- the commands end to end on the GPU, each against the same on the CPU --
+#
+# At fixture size: a few updates each, so the GPU and the CPU should agree
+# to rounding, and a wrong device anywhere (a host copy CuPy refuses, an
+# array made on the host, a DFT matrix on the wrong GPU) fails the command.
+
+CPU, GPU = ['-g', '-1'], ['-g', '0']
+MULTI = os.path.join(ROOT, 'saved_model', 'multimnist')
+
+
+def trained_on_both(tmp_path, *args):
+    """The logs of the same tiny run on the CPU and on GPU 0."""
+    logs = []
+    for name, device in (('cpu', CPU), ('gpu', GPU)):
+        out = tmp_path / name
+        run_here('train.py', *args, *device, '--save', str(out))
+        logs.append(json.loads((out / 'log').read_text()))
+    return logs
+
+
+def assert_logs_agree(cpu, gpu, rel=1e-2):
+    assert len(cpu) == len(gpu)
+    for a, b in zip(cpu, gpu):
+        for key, value in a.items():
+            if key.endswith('loss') or key.endswith('accuracy'):
+                assert b[key] == pytest.approx(value, rel=rel, abs=0.02), key
+
+
+@pytest.mark.parametrize('args', [
+    TINY,                                                   # MNIST
+    [*TINY, '--dataset', 'multimnist', '-e', '1'],
+    [*TINY, '--model', 'baseline', '-e', '1'],
+], ids=['mnist', 'multimnist', 'baseline'])
+def test_train_on_the_gpu_as_on_the_cpu(args, tmp_path):
+    assert_logs_agree(*trained_on_both(tmp_path, *args))
+
+
+def test_own_colour_data_at_32_trains_on_the_gpu(colour_npz, tmp_path):
+    assert_logs_agree(*trained_on_both(
+        tmp_path, '--dataset', str(colour_npz), '-b', '8', '-e', '1'))
+
+
+def test_a_gpu_run_resumes_as_if_never_stopped(tmp_path):
+    whole, halves = tmp_path / 'whole', tmp_path / 'halves'
+    run_here('train.py', *TINY, *GPU, '--save', str(whole))
+    run_here('train.py', *TINY, *GPU, '-e', '1', '--save', str(halves))
+    run_here('train.py', *TINY, *GPU, '--save', str(halves))
+    a, b = (json.loads((out / 'log').read_text()) for out in (whole, halves))
+    assert_logs_agree(a, b, rel=1e-5)
+
+
+@pytest.fixture(scope='module')
+def gpu_run(tmp_path_factory):
+    require_gpu()               # made before the autouse check runs
+    out = tmp_path_factory.mktemp('gpu_run')
+    run_here('train.py', *TINY, *GPU, '--save', str(out))
+    return out
+
+
+@pytest.mark.parametrize('extra', [[], ['--affine']], ids=['clean', 'affine'])
+def test_evaluate_on_the_gpu_as_on_the_cpu(gpu_run, extra):
+    # batch 100: the frozen spectral path (12 images and more)
+    reports = [json.loads(run_here(
+        'analyze.py', '--load', str(gpu_run), *DATA, '--test-size', '100',
+        '--evaluate', *extra, *device).stdout) for device in (CPU, GPU)]
+    assert reports[1]['accuracy'] == pytest.approx(reports[0]['accuracy'],
+                                                   abs=0.011)
+
+
+def test_figures_explorer_and_predict_on_the_gpu(gpu_run, tmp_path):
+    result = run_here('analyze.py', '--load', str(gpu_run), *DATA, *GPU,
+                      '--test-size', '100', '--out', str(tmp_path / 'fig'))
+    assert 'rendered 13 images' in result.stdout
+    run_here('analyze.py', '--load', str(gpu_run), *DATA, *GPU,
+             '--test-size', '100', '--explorer', '--out',
+             str(tmp_path / 'page'))
+    assert os.listdir(tmp_path / 'page')
+    images, _ = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
+    from PIL import Image
+    files = []
+    for k in range(3):
+        files.append(str(tmp_path / '{}.png'.format(k)))
+        Image.fromarray(255 - images[k, 0]).save(files[-1])
+    lines = [[json.loads(line) for line in run_here(
+        'analyze.py', '--load', str(gpu_run), '--predict', *files,
+        *device).stdout.splitlines()] for device in (CPU, GPU)]
+    assert [r['predicted'] for r in lines[0]] == \
+        [r['predicted'] for r in lines[1]]
+
+
+def test_load_on_the_gpu_takes_paths_numpy_and_cupy_arrays():
+    images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
+    x = images[:20, 0]
+    cpu = capsnet.load(os.path.join(ROOT, 'saved_model'))
+    gpu = capsnet.load(os.path.join(ROOT, 'saved_model'), gpu=0)
+    want, lengths = cpu.classify(x)
+    for given in (x, cuda.to_gpu(x)):
+        predicted, got = gpu.classify(given)
+        assert predicted.tolist() == want.tolist()
+        numpy.testing.assert_allclose(got, lengths, rtol=1e-4, atol=1e-5)
+    pictures = gpu.reconstruct(cuda.to_gpu(x[:2]))
+    numpy.testing.assert_allclose(cuda.to_cpu(pictures),
+                                  cpu.reconstruct(x[:2]), atol=1e-4)
+
+
+def test_the_shipped_float16_multimnist_model_on_the_gpu():
+    reports = [json.loads(run_here(
+        'analyze.py', '--load', MULTI, '--dataset', 'multimnist', *DATA,
+        '--evaluate', *device).stdout) for device in (CPU, GPU)]
+    assert reports[1]['accuracy'] == pytest.approx(reports[0]['accuracy'],
+                                                   abs=0.005)
+
+
+def test_dft_matrices_are_copied_to_each_device_once():
+    x = cuda.cupy.zeros(1, numpy.float32)
+    first = kernels._beside(x, kernels._dft, (10, 10), (10, 10), False, True)
+    assert on_gpu(first) and first.device.id == x.device.id
+    assert kernels._beside(x, kernels._dft, (10, 10), (10, 10), False,
+                           True) is first
+
+
+def test_the_server_answers_from_the_models_gpu():
+    from capsnet import checkpoint
+    model = checkpoint.load_model(os.path.join(ROOT, 'saved_model',
+                                               'model.npz'))
+    image = [0.0] * 784
+    with explorer_server(model) as url:
+        want = request(url, json.dumps({'image': image}).encode())[1]
+    model.to_device('@cupy:0')
+    with explorer_server(model, device='@cupy:0') as url:
+        status, got = request(url, json.dumps({'image': image}).encode())
+    assert status == 200 and got['predicted'] == want['predicted']
+    numpy.testing.assert_allclose(got['lengths'], want['lengths'], atol=1e-4)

@@ -60,3 +60,60 @@ def test_a_run_from_init_goes_on_from_the_models_place(tmp_path):
     # train.py --init of a model trained 5 updates: its updates are 5, 6, ...
     want = [1e-3 * 0.5 ** (k / 3) for k in range(5, 12)]
     numpy.testing.assert_allclose(run(7, start=5), want, rtol=1e-12)
+
+
+class _NoStop:
+    def requested(self, trainer):
+        return False
+
+
+class _OneProcess:
+    def max(self, value):
+        return value
+
+
+def writes_of(steps, epoch_size, seconds_a_step, **when):
+    """The iterations at which a WriteTrigger fires in a tiny Trainer whose
+    every update takes ``seconds_a_step`` on a fake clock."""
+    now = [0.0]
+    model = L.Classifier(L.Linear(3, 2))
+    optimizer = chainer.optimizers.SGD()
+    optimizer.setup(model)
+
+    def loss(x, t):
+        now[0] += seconds_a_step
+        return model(x, t)
+    data = chainer.datasets.TupleDataset(
+        numpy.ones((epoch_size, 3), numpy.float32),
+        numpy.zeros(epoch_size, numpy.int32))
+    updater = training.StandardUpdater(
+        chainer.iterators.SerialIterator(data, 1), optimizer, loss_func=loss)
+    trainer = training.Trainer(updater, (steps, 'iteration'))
+    writes = schedule.WriteTrigger(_NoStop(), _OneProcess(),
+                                   clock=lambda: now[0], **when)
+    fired = []
+    trainer.extend(lambda t: fired.append(t.updater.iteration),
+                   trigger=writes, name='write')
+    # a second reader in the same iteration gets the same answer
+    seen = []
+    trainer.extend(lambda t: seen.append(writes(t)), trigger=(1, 'iteration'),
+                   name='again', priority=-1)
+    trainer.run()
+    assert [k for k, w in enumerate(seen, 1) if w] == fired
+    return fired
+
+
+def test_snapshots_come_by_time_and_at_every_epochs_end():
+    # 70 s a step, 5 minutes: the clock starts as the first step ends, so
+    # 5 steps (350 s) after it, then every 5; the epoch's end (20) writes
+    # and starts the clock again
+    assert writes_of(30, 20, 70.0) == [6, 11, 16, 20, 25, 30]
+    assert writes_of(24, 20, 70.0, minutes=10) == [10, 19, 20]
+    # fast steps (a GPU's 14 ms): only the epochs' ends
+    assert writes_of(40, 20, 0.014) == [20, 40]
+
+
+def test_snapshot_interval_in_iterations_stays():
+    assert writes_of(12, 10, 70.0, iterations=4) == [4, 8, 10, 12]
+    # and it needs no clock
+    assert writes_of(12, 10, float('nan'), iterations=4) == [4, 8, 10, 12]
