@@ -51,9 +51,15 @@ class Dataset:
 class MultiMNIST(Dataset):
     """MNIST's digits, each with a partner of another class, both shifted
     by up to 4 pixels on a 36x36 canvas: fresh pairs every training batch,
-    fixed seeded ones for validation and test."""
+    fixed seeded ones for validation and test. ``shift``: how far training
+    pairs shift each digit (validation and test pairs keep the paper's 4,
+    so that every model is measured on the same pairs)."""
 
     pairs = True
+
+    def __init__(self, name, data_dir=None, shift=multimnist.MAX_SHIFT):
+        super().__init__(name, data_dir)
+        self.shift = shift
 
     def load(self, parts=('train', 'test')):
         return data.load('mnist', self.data_dir, parts)
@@ -68,7 +74,8 @@ class MultiMNIST(Dataset):
         val, test = (multimnist.evaluation_pairs(split, seed) for split, seed
                      in zip(splits[1:], (multimnist.VAL_SEED,
                                          multimnist.TEST_SEED)))
-        return (multimnist.PairConverter(*splits[0], shift_rng), val, test,
+        return (multimnist.PairConverter(*splits[0], shift_rng, self.shift),
+                val, test,
                 multimnist.FixedPairConverter())
 
 
@@ -93,12 +100,17 @@ class OwnData(Dataset):
                     n_classes=len(self.classes), class_names=self.classes)
 
 
-def get(name, data_dir=None):
-    """The description of --dataset ``name`` (with --data-dir)."""
+def get(name, data_dir=None, multimnist_shift=None):
+    """The description of --dataset ``name`` (with --data-dir, and
+    train.py's --multimnist-shift)."""
+    if multimnist_shift is not None and name != 'multimnist':
+        raise UserError('--multimnist-shift applies to --dataset multimnist '
+                        'only')
     if name in data.DATASETS:
         return Dataset(name, data_dir)
     if name == 'multimnist':
-        return MultiMNIST(name, data_dir)
+        return MultiMNIST(name, data_dir, multimnist.MAX_SHIFT
+                          if multimnist_shift is None else multimnist_shift)
     if custom_data.is_custom(name):
         return OwnData(name)
     raise UserError('unknown dataset {!r}; choose from {}, multimnist, or '

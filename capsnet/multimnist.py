@@ -9,7 +9,10 @@ fixed list of pairs (``fixed_pairs``).
 
 Shapes: N pairs; digits are (1, 28, 28) uint8; the canvas is S = 36. Offsets
 (N, 2, 2) are the (top, left) of each digit's 28x28 frame on the canvas, in
-[0, 2 * max_shift]: the frame centred (offset 4) and shifted by up to 4.
+[4 - max_shift, 4 + max_shift]: the frame centred (offset 4) and shifted by
+up to 4 (the paper's), or more in training (``train.py --multimnist-shift
+6``: the official code's ``mnist_shift --shift=6 --pad=4``), where a frame
+may then lie partly off the canvas and is cropped.
 """
 import numpy
 
@@ -17,7 +20,8 @@ from chainer.dataset import convert
 from chainer.datasets import TupleDataset
 
 CANVAS = 36
-MAX_SHIFT = 4
+MAX_SHIFT = 4                   # the paper's
+CENTRED = (CANVAS - 28) // 2    # the offset of a centred 28x28 frame
 # Validation and test pairs are drawn from these seeds, never the training
 # seed, so every run and every model is measured on the same pairs.
 VAL_SEED, TEST_SEED = 1, 2
@@ -43,13 +47,15 @@ class PartnerSampler:
     def __call__(self, first_labels, rng):
         """first_labels (N,) -> (second (N,) pool indices, offsets (N, 2, 2)):
         the partner's class is uniform over the other classes, its image
-        uniform within that class; each offset uniform in [0, 2 * shift]."""
+        uniform within that class; each offset uniform in [4 - shift,
+        4 + shift]."""
         n, k = len(first_labels), len(self.classes)
         own = numpy.searchsorted(self.classes, first_labels)      # (N,)
         other = (own + rng.integers(1, k, size=n)) % k
         within = (rng.random(n) * self.counts[other]).astype(numpy.int64)
         second = self.by_class[self.starts[other] + within]
-        offsets = rng.integers(0, 2 * self.max_shift + 1, size=(n, 2, 2))
+        offsets = CENTRED + rng.integers(-self.max_shift, self.max_shift + 1,
+                                         size=(n, 2, 2))
         return second, offsets
 
 
@@ -61,13 +67,17 @@ def compose(first, second, offsets, canvas=CANVAS):
        singles (N, 2, 1, S, S): each digit alone where it sits in merged.
     """
     n, c, h, w = first.shape
-    singles = numpy.zeros((n, 2, c, canvas, canvas), dtype=numpy.uint8)
+    # a margin for frames partly off the canvas, cropped below
+    margin = max(0, -int(offsets.min()), int(offsets.max()) + h - canvas)
+    side = canvas + 2 * margin
+    singles = numpy.zeros((n, 2, c, side, side), dtype=numpy.uint8)
     for k, digits in enumerate((first, second)):
-        rows = offsets[:, k, 0, None] + numpy.arange(h)           # (N, H)
-        cols = offsets[:, k, 1, None] + numpy.arange(w)           # (N, W)
+        rows = margin + offsets[:, k, 0, None] + numpy.arange(h)  # (N, H)
+        cols = margin + offsets[:, k, 1, None] + numpy.arange(w)  # (N, W)
         singles[numpy.arange(n)[:, None, None, None], k,
                 numpy.arange(c)[None, :, None, None],
                 rows[:, None, :, None], cols[:, None, None, :]] = digits
+    singles = singles[..., margin:margin + canvas, margin:margin + canvas]
     merged = numpy.minimum(singles.sum(axis=1, dtype=numpy.uint16), 255)
     return merged.astype(numpy.uint8), singles
 

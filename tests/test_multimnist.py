@@ -11,6 +11,9 @@ from capsnet import multimnist
 from capsnet.model import CapsNet
 from capsnet.model import CapsNetLoss
 from conftest import MNIST_FIXTURE
+from conftest import TINY
+from conftest import refuses
+from conftest import run_here
 
 
 @pytest.fixture(scope='module')
@@ -187,3 +190,34 @@ def test_pair_accuracy_of_a_model(mnist):
         correct = analysis.pair_correct(CapsNet(in_size=size), pairs,
                                         device, batchsize=5)
         assert correct.shape == (8,) and correct.dtype == bool
+
+
+def test_training_pairs_shift_further_with_the_official_6_cropped():
+    """--multimnist-shift 6: offsets 4 +- 6 (the official code's shift=6,
+    pad=4); a frame off the canvas is cropped, and the pair still sums."""
+    labels = numpy.arange(500) % 10
+    _, offsets = multimnist.PartnerSampler(labels, 6)(
+        labels, numpy.random.default_rng(0))
+    assert offsets.min() == -2 and offsets.max() == 10
+    digit = numpy.zeros((1, 1, 28, 28), numpy.uint8)
+    digit[0, 0, 0, :] = 255                       # the frame's top row
+    digit[0, 0, 27, :] = 100                      # and its bottom row
+    merged, singles = multimnist.compose(
+        digit, digit, numpy.array([[[-2, 0], [10, 8]]]))
+    # first frame 2 rows above the canvas: its top row is cut, its bottom
+    # row at 25; the second's top row at 10, its bottom (row 37) cut
+    assert not singles[0, 0, 0].any(axis=1)[:25].any()
+    assert (singles[0, 0, 0, 25, :28] == 100).all()
+    assert (singles[0, 1, 0, 10, 8:] == 255).all()
+    assert singles[0, 1, 0].sum() == 255 * 28
+    numpy.testing.assert_array_equal(
+        merged[0, 0], numpy.minimum(singles[0].sum(axis=0, dtype=int)[0],
+                                    255))
+
+
+def test_multimnist_shift_trains_and_is_refused_elsewhere(tmp_path):
+    run_here('train.py', *TINY, '-e', '1', '--dataset', 'multimnist',
+             '--multimnist-shift', '6', '--save', str(tmp_path / 'six'))
+    refuses('--multimnist-shift applies to --dataset multimnist only',
+            'train.py', *TINY, '--multimnist-shift', '6', '--save',
+            str(tmp_path / 'mnist'))
