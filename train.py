@@ -31,6 +31,7 @@ from capsnet import cli
 from capsnet import data
 from capsnet import datasets
 from capsnet import distributed
+from capsnet import files
 from capsnet import functions
 from capsnet import guards
 from capsnet import kernels
@@ -274,7 +275,7 @@ def main(argv=None):
         savefun=functools.partial(chainer.serializers.save_npz,
                                   compression=False))), trigger=writes)
     if cluster.is_root:         # one writer of the model, log and plots
-        checkpoint.write_json(os.path.join(out, 'options.json'),
+        files.write_json(os.path.join(out, 'options.json'),
                               {'model': model.options, 'train': vars(args)})
         add_reports(trainer, model, val is not None)
 

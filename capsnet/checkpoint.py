@@ -1,4 +1,4 @@
-"""Files a run leaves behind, each written atomically (temp file + rename).
+"""Model files and snapshots, written atomically (capsnet/files.py).
 
 A model file is an .npz of a model's parameters plus its architecture and
 constructor options under ``OPTIONS_KEY``, so it rebuilds its own model.
@@ -20,6 +20,7 @@ from chainer import training
 from chainer.training import extensions
 
 from capsnet import routing
+from capsnet.files import atomic_write
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
 
@@ -29,27 +30,6 @@ SNAPSHOT_FORMAT = 'snapshot_iter_{.updater.iteration}'
 # What a broken or foreign .npz raises while it is opened or read.
 _READ_ERRORS = (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
                 zlib.error)
-
-
-def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file beside ``path``, then
-    rename it over ``path``: readers see the old file or the new, never half."""
-    tmp = os.path.join(os.path.dirname(path),
-                       '.{}.{}.partial'.format(os.path.basename(path),
-                                               os.getpid()))
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path, obj):
-    atomic_write(path, lambda f: f.write(
-        (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode()))
 
 
 def save_model(path, model, dtype=None):

@@ -8,7 +8,6 @@ import hashlib
 import math
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 
@@ -18,6 +17,7 @@ import chainer
 from chainer.dataset import convert
 
 from capsnet.errors import UserError
+from capsnet.files import atomic_write
 
 FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
@@ -162,20 +162,13 @@ def download(directory, md5s, mirrors):
             if digest != md5:
                 errors.append('{}: checksum {} != {}'.format(url, digest, md5))
                 continue
-            _write_atomic(path, raw)
+            atomic_write(path, lambda f: f.write(raw))
             break
         else:
             raise UserError(
                 'could not download {} ({}); if offline, put the four IDX '
                 'files in a folder and pass --data-dir'.format(
                     stem, '; '.join(errors)))
-
-
-def _write_atomic(path, raw):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.partial')
-    with os.fdopen(fd, 'wb') as f:
-        f.write(raw)
-    os.replace(tmp, path)
 
 
 def load(dataset='mnist', data_dir=None, parts=('train', 'test')):

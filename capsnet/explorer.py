@@ -32,7 +32,7 @@ import chainer
 
 from capsnet import analysis
 from capsnet import data
-from capsnet.checkpoint import atomic_write
+from capsnet.files import atomic_write
 from capsnet.errors import UserError
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')

@@ -14,6 +14,7 @@ import numpy
 
 from capsnet import checkpoint
 from capsnet import cli
+from capsnet import files
 from capsnet.errors import UserError
 
 PATH_OPTIONS = ('save', 'data_dir', 'resume')
@@ -38,11 +39,11 @@ def export(run, out, dtype=None):
             run, advice))
     checkpoint.save_model(os.path.join(out, checkpoint.MODEL_FILE), model,
                           dtype)
-    checkpoint.write_json(os.path.join(out, 'options.json'),
+    files.write_json(os.path.join(out, 'options.json'),
                           shipped_options(options))
     with open(os.path.join(run, 'log'), 'rb') as f:
         log = f.read()
-    checkpoint.atomic_write(os.path.join(out, 'log'), lambda f: f.write(log))
+    files.atomic_write(os.path.join(out, 'log'), lambda f: f.write(log))
 
 
 def build_parser():

@@ -15,7 +15,7 @@ import chainer
 
 from capsnet import analysis
 from capsnet import multimnist
-from capsnet.checkpoint import atomic_write
+from capsnet.files import atomic_write
 from capsnet.errors import UserError
 
 

@@ -23,6 +23,7 @@ import chainer
 from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
+from capsnet import files
 from capsnet import images
 from capsnet.errors import UserError
 
@@ -218,6 +219,6 @@ def save_prediction(path, original, x, recon, lengths, name, names):
     axes[-1].set_title('capsule lengths', fontsize=8)
     fig.suptitle('{}: predicted {}'.format(os.path.basename(name),
                                            names[best]), fontsize=9)
-    checkpoint.atomic_write(path, lambda f: fig.savefig(
+    files.atomic_write(path, lambda f: fig.savefig(
         f, format='png', dpi=100, bbox_inches='tight'))
     plt.close(fig)

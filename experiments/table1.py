@@ -23,9 +23,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from capsnet import checkpoint  # noqa: E402
 from capsnet import cli  # noqa: E402
 from capsnet import distributed  # noqa: E402
+from capsnet import files  # noqa: E402
 from capsnet.errors import UserError  # noqa: E402
 
 # (key, model, routing, reconstruction, train.py flags, the paper's error)
@@ -79,7 +79,7 @@ def run_one(folder, flags, args):
     for name in os.listdir(folder):
         if name.startswith('snapshot_iter_'):
             os.remove(os.path.join(folder, name))
-    checkpoint.atomic_write(result_path,
+    files.atomic_write(result_path,
                             lambda f: f.write((line + '\n').encode()))
     return json.loads(line)['error_percent']
 
@@ -151,11 +151,11 @@ def main(argv=None):
             results[key].append(error)
             print('{} seed {}: {:.2f}% test error'.format(key, seed, error),
                   flush=True)
-    checkpoint.write_json(os.path.join(args.out, 'results.json'),
+    files.write_json(os.path.join(args.out, 'results.json'),
                           {'command': command, 'test_error_percent': results})
     if set(results) == {r[0] for r in ROWS}:
         table = markdown(results, args, command)
-        checkpoint.atomic_write(os.path.join(args.out, 'table1.md'),
+        files.atomic_write(os.path.join(args.out, 'table1.md'),
                                 lambda f: f.write(table.encode()))
         print(table)
 
