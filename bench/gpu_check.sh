@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a machine with a GPU runs first, in one go (docs/speed.md, "On a
 # GPU"): the GPU tests, the side-by-side benchmark against PyTorch on CUDA
-# at batch 128 and 32, and one real MNIST epoch with its time.
+# at batch 128 and 32, what the small fused kernels buy there, and one real
+# MNIST epoch with its time.
 #
 #   bash bench/gpu_check.sh DIR [REFERENCE]
 #
@@ -48,6 +49,13 @@ if [ -n "$reference" ]; then
 else
     echo "=== side_by_side: left out (no REFERENCE given)"
 fi
+# what the six small fused kernels buy on this GPU (on 2 CPU cores: 7-9%
+# at batch 1, nothing measurable at 32 and 128; docs/speed.md)
+for batch in 128 32 1; do
+    step "fused_small_ops_$batch" "$python" bench/side_by_side.py -g 0 \
+        --batch "$batch" --pairs 3 --steps 20 --warmup 3 --reference \
+        "$python bench/benchmark.py -g 0 --readable squash length margin_loss masked_capsules decoder reconstruction_loss"
+done
 rm -rf "$out/epoch"
 step epoch "$python" train.py -g 0 --data-dir "$data" -e 1 \
     --save "$out/epoch"
