@@ -36,6 +36,7 @@ from capsnet import checkpoint
 from capsnet import cli
 from capsnet import data
 from capsnet import datasets
+from capsnet import doubt
 from capsnet import evaluation
 from capsnet import explorer
 from capsnet import figures
@@ -93,13 +94,13 @@ def build_parser():
     return p
 
 
-def classify_files(args, model, device):
+def classify_files(args, model):
     """--predict: a JSON line per image file, an error line per file that
     is not an image; exit status 1 if there was any."""
     out = cli.writable_dir(args.out) if args.out else None
     failed = 0
     for report, error in predict.predict_files(
-            predict.Model(model, device), args.predict, out):
+            model, args.predict, out):
         if error:
             failed += 1
             print('error: {}'.format(error), file=sys.stderr, flush=True)
@@ -116,7 +117,8 @@ def main(argv=None):
     model = checkpoint.load_model(path)
     model.to_device(device)
     if args.predict:
-        return classify_files(args, model, device)
+        return classify_files(args, predict.Model(model, device,
+                                                  doubt.read(path)))
     dataset = datasets.get(args.dataset, args.data_dir)
     if args.affnist:
         images, labels = affine.read_affnist(args.affnist)

@@ -31,6 +31,7 @@ from capsnet import cli
 from capsnet import data
 from capsnet import datasets
 from capsnet import distributed
+from capsnet import doubt
 from capsnet import files
 from capsnet import functions
 from capsnet import guards
@@ -252,10 +253,10 @@ def main(argv=None):
                                    args.snapshot_minutes)
     trainer.extend(guards.FiniteLoss(writes))
 
-    for name, dataset in (('validation', val), ('test', test)):
-        if dataset is not None:
+    for name, images in (('validation', val), ('test', test)):
+        if images is not None:
             it = chainer.iterators.SerialIterator(
-                dataset, args.batchsize, repeat=False, shuffle=False)
+                images, args.batchsize, repeat=False, shuffle=False)
             trainer.extend(cluster.evaluator(Evaluator(
                 it, loss, converter=eval_converter, device=device)),
                 name=name)
@@ -289,6 +290,9 @@ def main(argv=None):
     try:
         with stop:
             trainer.run(show_loop_exception_msg=False)
+        if cluster.is_root and val is not None and not dataset.pairs and \
+                model.options.get('reconstruct'):
+            calibrate_doubt(out, val, eval_converter, device)
         if patience and patience.exhausted() and cluster.is_root:
             print('validation accuracy has not improved for {} epochs (best '
                   '{:.4%}): stopped at epoch {}'.format(
@@ -298,6 +302,15 @@ def main(argv=None):
                         'of the last complete write: make room, then run the '
                         'same command to resume'.format(
                             out, e.strerror or e))
+
+
+def calibrate_doubt(out, val, converter, device):
+    """doubt.json beside the saved model: how far its reconstructions of
+    the validation images lie from them (capsnet/doubt.py)."""
+    model = checkpoint.load_model(os.path.join(out, checkpoint.MODEL_FILE))
+    model.to_device(device)
+    doubt.write(out, doubt.calibrate(model, doubt.batches(val, converter,
+                                                          device)))
 
 
 def add_reports(trainer, model, validated):

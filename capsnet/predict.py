@@ -23,6 +23,7 @@ import chainer
 from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
+from capsnet import doubt
 from capsnet import files
 from capsnet import images
 from capsnet.errors import UserError
@@ -81,9 +82,11 @@ class Model:
     array (N, H, W), (N, H, W, 3) or (N, C, H, W), uint8 in [0, 255] or
     float in [0, 1], a single image, or image file paths."""
 
-    def __init__(self, model, device):
+    def __init__(self, model, device, threshold=None):
         self.model = model
         self.device = device
+        # capsnet/doubt.py: distances beyond it are doubtful (None: unknown)
+        self.threshold = threshold
         self.side = model.options['in_size']
         self.channels = model.options['in_channels']
         # a model of one's own data takes its images as they are, scaled to
@@ -147,6 +150,18 @@ class Model:
         scores = chainer.backend.CpuDevice().send(scores)
         return scores.argmax(axis=1), scores
 
+    def doubt(self, images):
+        """-> reconstruction distances (N,) and whether each is doubtful
+        (N,) bool, beyond the threshold calibrated on the validation images
+        (capsnet/doubt.py); doubtful is None for a model without one."""
+        if not self.model.options.get('reconstruct'):
+            raise UserError('this model has no decoder (trained with '
+                            '--no-reconstruct, or not a CapsNet)')
+        found = doubt.distances(self.model,
+                                self.device.send(self.inputs(images)))
+        return found, (None if self.threshold is None
+                       else found > self.threshold)
+
     def reconstruct(self, images):
         """-> (N, S, S) in [0, 1]: each image decoded from its longest
         capsule."""
@@ -163,9 +178,10 @@ def load(path, gpu=-1):
     """The model in ``path`` (a save folder of train.py, or a model .npz)
     ready for inference, on the CPU (gpu=-1) or on GPU ``gpu``."""
     device = cli.get_device(gpu)
-    model = checkpoint.load_model(checkpoint.model_path(path))
+    path = checkpoint.model_path(path)
+    model = checkpoint.load_model(path)
     model.to_device(device)
-    return Model(model, device)
+    return Model(model, device, doubt.read(path))
 
 
 def predict_files(model, paths, out=None):
@@ -184,6 +200,11 @@ def predict_files(model, paths, out=None):
         report = {'file': path, 'predicted': int(predicted[0]),
                   'label': model.names[int(predicted[0])],
                   'lengths': [round(float(v), 6) for v in lengths[0]]}
+        if model.model.options.get('reconstruct'):
+            distance, doubtful = model.doubt(x)
+            report['distance'] = round(float(distance[0]), 4)
+            if doubtful is not None:
+                report['doubtful'] = bool(doubtful[0])
         if out is not None:
             stem = os.path.splitext(os.path.basename(path))[0]
             recon = (model.reconstruct(x)[0] if
