@@ -34,6 +34,7 @@ from capsnet import affine
 from capsnet import analysis
 from capsnet import checkpoint
 from capsnet import cli
+from capsnet import custom_data
 from capsnet import data
 from capsnet import datasets
 from capsnet import doubt
@@ -91,7 +92,21 @@ def build_parser():
     p.add_argument('--port', type=cli.integer(0, 65535), default=8000,
                    help='port for --serve (0: any free one)')
     p.add_argument('-b', '--batchsize', type=cli.BATCH, default=256)
+    # default: mnist, or the data of one's own that the model was trained on
+    p.set_defaults(dataset=None)
     return p
+
+
+def own_dataset(path):
+    """The --dataset PATH of one's own that trained the model at ``path``,
+    from the options.json beside it, or None."""
+    options = checkpoint.read_json(
+        os.path.dirname(path) or '.', 'options.json',
+        'delete it, or name the data with --dataset') or {}
+    dataset = options.get('train', {}).get('dataset') if isinstance(
+        options, dict) else None
+    return dataset if isinstance(dataset, str) and \
+        custom_data.is_custom(dataset) else None
 
 
 def classify_files(args, model):
@@ -116,6 +131,8 @@ def main(argv=None):
     path = checkpoint.model_path(args.load)
     model = checkpoint.load_model(path)
     model.to_device(device)
+    if args.dataset is None:
+        args.dataset = own_dataset(path) or 'mnist'
     if args.predict:
         return classify_files(args, predict.Model(model, device,
                                                   doubt.read(path)))

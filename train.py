@@ -293,6 +293,8 @@ def main(argv=None):
         if cluster.is_root and val is not None and not dataset.pairs and \
                 model.options.get('reconstruct'):
             calibrate_doubt(out, val, eval_converter, device)
+        if cluster.is_root:
+            guards.release_folders()
         if patience and patience.exhausted() and cluster.is_root:
             print('validation accuracy has not improved for {} epochs (best '
                   '{:.4%}): stopped at epoch {}'.format(
@@ -330,7 +332,7 @@ def add_reports(trainer, model, validated):
         ['epoch', 'iteration', 'main/loss', 'main/accuracy',
          'validation/main/loss', 'validation/main/accuracy',
          'test/main/accuracy', 'elapsed_time']))
-    trainer.extend(extensions.ProgressBar(update_interval=10))
+    trainer.extend(guards.ProgressBar(update_interval=10))
 
 
 if __name__ == '__main__':

@@ -20,6 +20,27 @@ def lock_folder(directory):
     _held.append(FolderLock(directory))
 
 
+def release_folders():
+    """A run that ended cleanly lets its folders go and deletes their
+    ``.lock`` files, which would otherwise hold the pid of a process long
+    gone (harmless, the kernel's lock went with it, but misleading)."""
+    while _held:
+        lock = _held.pop()
+        os.unlink(lock.file.name)
+        lock.file.close()
+
+
+class ProgressBar(chainer.training.extensions.ProgressBar):
+    """Chainer's ProgressBar, whose first line gives the rate since the run
+    (or its resume) began: Chainer's measures from its own first line, and
+    so printed 'inf iters/sec' there."""
+
+    def initialize(self, trainer):
+        updater = trainer.updater
+        self._pbar._recent_timing.append(
+            (updater.iteration, updater.epoch_detail, time.time()))
+
+
 class FolderLock:
     """Hold ``directory`` while this object lives: an exclusive flock on its
     ``.lock`` file, which holds our pid. The kernel drops the lock when the

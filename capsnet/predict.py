@@ -42,12 +42,17 @@ def read_image(path, channels=1):
     return pixels / 255
 
 
+def _border(grey):
+    """The pixels on the edge of grey levels (H, W)."""
+    return numpy.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
 def mnist_style(grey, side=28, name='the image'):
     """Grey levels (H, W) in [0, 1] -> the model's input (side, side)
     float32 in [0, 1], prepared as MNIST was (see the module's doc)."""
     from PIL import Image
     grey = numpy.asarray(grey, dtype=numpy.float32)
-    border = numpy.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    border = _border(grey)
     if numpy.median(border) > 0.5:                  # dark ink on paper
         grey, border = 1 - grey, 1 - border
     grey = numpy.clip(grey - numpy.median(border), 0, 1)    # ground to 0
@@ -128,7 +133,7 @@ class Model:
             x = x[None]                                 # one image
         if x.ndim == 4 and x.shape[1] in (1, 3):        # (N, C, H, W)
             if x.shape[1:] == (self.channels, self.side, self.side):
-                return x
+                return self._on_dark_ground(x)
             x = x.transpose(0, 2, 3, 1)
         if x.ndim == 4 and x.shape[-1] == 1:
             x = x[..., 0]
@@ -138,8 +143,19 @@ class Model:
                                 x.shape))
         if x.shape[1:3] == (self.side, self.side) and (
                 x.ndim == 3) == (self.channels == 1):    # ready as they are
-            return x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+            return self._on_dark_ground(
+                x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2))
         return numpy.stack([self.prepare(image) for image in x])
+
+    def _on_dark_ground(self, x):
+        """Images (N, C, S, S) of the model's side as they are, except, for
+        an MNIST model, those of dark ink on light paper, which are prepared
+        as a file is (inverted, cropped, centred)."""
+        if self.as_mnist:
+            for k, image in enumerate(x):
+                if numpy.median(_border(image[0])) > 0.5:
+                    x[k] = self.prepare(image[0], 'image {}'.format(k))
+        return x
 
     def classify(self, images):
         """-> predicted (N,) classes and capsule lengths (N, J)."""

@@ -93,6 +93,10 @@ def test_a_colour_npz_trains_and_evaluates(colour_npz, tmp_path):
                                  '--dataset', str(colour_npz),
                                  '--evaluate').stdout)
     assert report['n'] == 12
+    # without --dataset, the model's own data, from its options.json (no
+    # MNIST download for a colour model)
+    assert json.loads(run_here('analyze.py', '--load', str(out),
+                               '--evaluate').stdout) == report
 
 
 def test_an_npz_without_test_images_gets_a_seeded_tenth(tmp_path):

@@ -86,6 +86,12 @@ def test_the_api_agrees_with_predict_and_evaluate(model, files, digits):
     assert report['accuracy'] == pytest.approx((predicted == labels).mean())
     recon = model.reconstruct(images[:3])
     assert recon.shape == (3, 28, 28)
+    # dark ink on light paper, 28x28 already: prepared as a file is
+    # (inverted), not taken as MNIST-ready
+    on_paper, _ = model.classify(255 - images)
+    assert (on_paper == labels).mean() >= 0.95
+    assert model.classify(numpy.float32(1) - images[:, None] / numpy.float32(
+        255))[0].tolist() == on_paper.tolist()
 
 
 def test_bad_files_get_a_line_each_after_the_others(files, tmp_path):

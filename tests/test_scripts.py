@@ -21,6 +21,7 @@ from conftest import TINY
 from conftest import assert_same_training_state
 from conftest import fails_with
 from conftest import refuses
+from conftest import run
 from conftest import run_here
 
 @pytest.fixture(scope='module')
@@ -36,6 +37,7 @@ def test_train_leaves_model_log_plots_snapshots(trained):
             'accuracy.png'} <= files
     assert any(f.startswith('snapshot_iter_') for f in files)
     assert not [f for f in files if 'partial' in f or f.startswith('tmp')]
+    assert '.lock' not in files         # a clean run lets its folder go
     log = json.loads((trained / 'log').read_text())
     assert [e['epoch'] for e in log] == [1, 2]
     assert log[-1]['iteration'] == 8
@@ -43,6 +45,14 @@ def test_train_leaves_model_log_plots_snapshots(trained):
         assert key in log[-1]
     options = json.loads((trained / 'options.json').read_text())
     assert options['model']['routing'] == 3 and options['train']['epoch'] == 2
+
+
+def test_the_progress_bar_gives_a_rate_from_its_first_line(tmp_path):
+    result = run('train.py', *TINY, '-b', '4', '-e', '1', '--save',
+                 str(tmp_path))
+    rates = [line.split()[0] for line in result.stdout.splitlines()
+             if 'iters/sec' in line]
+    assert rates and all(float(rate) < 1e6 for rate in rates), rates
 
 
 def test_analyze_renders_the_figures(trained, tmp_path):
