@@ -7,7 +7,7 @@ setup(
                 '2017) in Chainer, on NumPy and CuPy',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
-    packages=['capsnet'],
+    packages=['capsnet', 'capsnet.kernels'],
     package_data={'capsnet': ['web/*.html', 'web/*.js', 'web/*.css']},
     python_requires='>=3.11',
     install_requires=['chainer==7.8.1', 'numpy>=1.26', 'matplotlib>=3.5',

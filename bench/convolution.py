@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """PrimaryCaps' convolution, direct (one GEMM over the patches) against
 spectral (through the DFT), forward and backward, per batch size: where
-kernels.SPECTRAL_FROM should sit on this machine. One markdown table.
+kernels.convolution.SPECTRAL_FROM should sit on this machine. One markdown table.
 
     python bench/convolution.py [--batches 1 4 8 ...] [-g 0]
 
@@ -24,8 +24,8 @@ from capsnet import cli  # noqa: E402
 from capsnet import kernels  # noqa: E402
 
 METHODS = {
-    'direct': lambda: kernels.DirectConvolution2DNHWC(2, True),
-    'spectral': lambda: kernels.SpectralConvolution2DNHWC(2, True),
+    'direct': lambda: kernels.convolution.DirectConvolution2DNHWC(2, True),
+    'spectral': lambda: kernels.convolution.SpectralConvolution2DNHWC(2, True),
 }
 
 

@@ -5,13 +5,13 @@ parameter (``grad - m``, its scaled copy, ``grad * grad``, ``sqrt(v)``,
 ...). Here each step of the update writes into one scratch array instead:
 the same arithmetic, with less memory allocated and moved, in blocks that
 stay in the cache, and a large parameter's elements split over
-kernels.THREADS. CuPy keeps Chainer's own fused GPU kernel.
+parallel.THREADS. CuPy keeps Chainer's own fused GPU kernel.
 """
 import numpy
 
 from chainer.optimizers import adam
 
-from capsnet import kernels
+from capsnet import parallel
 
 # elements below which a parameter's update stays on one thread
 SPLIT_FROM = 1 << 16
@@ -55,7 +55,7 @@ class AdamRule(adam.AdamRule):
                 numpy.divide(mm, scratch, out=scratch)
                 scratch *= step
                 pp += scratch
-        kernels.split(numpy, len(p), update, SPLIT_FROM)
+        parallel.split(numpy, len(p), update, SPLIT_FROM)
 
 
 class Adam(adam.Adam):

@@ -1,6 +1,6 @@
 """Capsule functions as plain compositions of Chainer functions.
 
-The readable reference versions of everything ``capsnet/kernels.py``
+The readable reference versions of everything ``capsnet/kernels/``
 implements fast with the same signatures: squash, length, the two losses,
 the masked decoder input and the decoder, convolution_relu_nhwc,
 convolution_2d_nhwc, convolution_2d, capsule_predictions and

@@ -52,7 +52,7 @@ class CapsNet(chainer.Chain):
         in_channels: 1 for grey images, 3 for colour.
         class_names: the classes' names, kept with the model (None: the
             class numbers).
-        fused: run each op's fast kernel in capsnet/kernels.py where there
+        fused: run each op's fast kernel in capsnet/kernels/ where there
             is one (default), or every op's plain Chainer composition in
             capsnet/functions.py (train.py --plain), which is easier to
             modify; same parameters, same results.

@@ -1,5 +1,5 @@
 """The capsule functions a model calls, by name: the fast kernel where
-capsnet/kernels.py has one of that name, else the readable composition in
+capsnet/kernels/ has one of that name, else the readable composition in
 capsnet/functions.py. A new op needs only its readable version; a kernel of
 the same name later overrides it wherever it is called."""
 from capsnet import functions

@@ -6,7 +6,7 @@ import chainer
 import chainer.links as L
 
 from capsnet import adam
-from capsnet import kernels
+from capsnet import parallel
 
 
 def trained(optimizer, steps=5):
@@ -28,7 +28,7 @@ def trained(optimizer, steps=5):
                                      {'amsgrad': True}])
 def test_same_steps_as_chainers_adam(options, threads, monkeypatch):
     # W's 600 elements in up to 3 parts of 100 or more, in blocks of 64
-    monkeypatch.setattr(kernels, 'THREADS', threads)
+    monkeypatch.setattr(parallel, 'THREADS', threads)
     monkeypatch.setattr(adam, 'SPLIT_FROM', 100)
     monkeypatch.setattr(adam, 'BLOCK', 64)
     want = trained(chainer.optimizers.Adam(**options))

@@ -119,7 +119,7 @@ def test_masked_decoder_and_reconstruction_loss(module):
 
 
 @pytest.mark.parametrize('module', [functions, kernels])
-@pytest.mark.parametrize('n', [1, kernels.SPECTRAL_FROM])   # direct, DFT
+@pytest.mark.parametrize('n', [1, kernels.convolution.SPECTRAL_FROM])   # direct, DFT
 def test_primary_convolution(module, n):
     rng = numpy.random.RandomState(1)
     x = rng.randn(n, 20, 20, 16).astype(numpy.float32)
@@ -324,9 +324,9 @@ def test_the_shipped_float16_multimnist_model_on_the_gpu():
 
 def test_dft_matrices_are_copied_to_each_device_once():
     x = cuda.cupy.zeros(1, numpy.float32)
-    first = kernels._beside(x, kernels._dft, (10, 10), (10, 10), False, True)
+    first = kernels.convolution._beside(x, kernels.convolution._dft, (10, 10), (10, 10), False, True)
     assert on_gpu(first) and first.device.id == x.device.id
-    assert kernels._beside(x, kernels._dft, (10, 10), (10, 10), False,
+    assert kernels.convolution._beside(x, kernels.convolution._dft, (10, 10), (10, 10), False,
                            True) is first
 
 

@@ -1,8 +1,7 @@
-"""The fast kernels of capsnet/kernels.py give the same values and gradients
+"""The fast kernels of capsnet/kernels/ give the same values and gradients
 as the plain Chainer compositions in capsnet/functions.py, alone and inside
 the whole model."""
 import contextlib
-import threading
 
 import numpy
 import pytest
@@ -12,6 +11,7 @@ from chainer import gradient_check
 
 from capsnet import functions
 from capsnet import kernels
+from capsnet import parallel
 from capsnet.model import BaselineCNN
 from capsnet.model import CapsNet
 from conftest import assert_same_loss_and_gradients
@@ -43,8 +43,8 @@ def only(kernel):
     return convolution
 
 
-spectral = only(kernels.SpectralConvolution2DNHWC)
-direct = only(kernels.DirectConvolution2DNHWC)
+spectral = only(kernels.convolution.SpectralConvolution2DNHWC)
+direct = only(kernels.convolution.DirectConvolution2DNHWC)
 
 
 @pytest.mark.parametrize('method', [spectral, direct])
@@ -80,10 +80,10 @@ def test_convolution_gradient_check(method):
 
 
 @pytest.mark.parametrize('frozen,n,method', [
-    (False, kernels.SPECTRAL_FROM - 1, kernels.DirectConvolution2DNHWC),
-    (False, kernels.SPECTRAL_FROM, kernels.SpectralConvolution2DNHWC),
-    (True, kernels.SPECTRAL_FROM_FROZEN - 1, kernels.DirectConvolution2DNHWC),
-    (True, kernels.SPECTRAL_FROM_FROZEN, kernels.SpectralConvolution2DNHWC),
+    (False, kernels.convolution.SPECTRAL_FROM - 1, kernels.convolution.DirectConvolution2DNHWC),
+    (False, kernels.convolution.SPECTRAL_FROM, kernels.convolution.SpectralConvolution2DNHWC),
+    (True, kernels.convolution.SPECTRAL_FROM_FROZEN - 1, kernels.convolution.DirectConvolution2DNHWC),
+    (True, kernels.convolution.SPECTRAL_FROM_FROZEN, kernels.convolution.SpectralConvolution2DNHWC),
 ])
 def test_convolution_picks_by_batch_size(frozen, n, method):
     x = numpy.zeros((n, 5, 5, 1), dtype=numpy.float32)
@@ -154,23 +154,8 @@ def test_baseline_unchanged_by_the_kernels():
 def threads(request, monkeypatch):
     """The kernels' work split into this many parts (under xdist conftest
     leaves one BLAS thread a worker, so THREADS would be 1)."""
-    monkeypatch.setattr(kernels, 'THREADS', request.param)
+    monkeypatch.setattr(parallel, 'THREADS', request.param)
     return request.param
-
-
-def test_split_runs_its_slices_at_once(monkeypatch):
-    monkeypatch.setattr(kernels, 'THREADS', 3)
-    together = threading.Barrier(3, timeout=10)  # broken unless all 3 wait
-
-    def work(lo, hi):
-        together.wait()
-        return lo, hi
-    assert kernels.split(numpy, 7, work) == [(0, 2), (2, 4), (4, 7)]
-
-    def bounds(lo, hi):
-        return lo, hi
-    assert kernels.split(numpy, 2, bounds) == [(0, 1), (1, 2)]  # none empty
-    assert kernels.split(object(), 7, bounds) == [(0, 7)]    # CuPy: one call
 
 
 @pytest.mark.parametrize('slope', [0.0, 0.05])
@@ -290,7 +275,7 @@ def test_masked_capsules_decoder_and_reconstruction_loss():
 
 @pytest.mark.parametrize('options,n', [
     ({}, 4),                                               # direct conv
-    ({'shared_weights': True, 'leaky_slope': 0.05}, kernels.SPECTRAL_FROM),
+    ({'shared_weights': True, 'leaky_slope': 0.05}, kernels.convolution.SPECTRAL_FROM),
     ({'capsule_bias': True}, 3),
 ])
 def test_whole_model_unchanged_by_the_kernels(options, n):
@@ -329,7 +314,7 @@ def test_frozen_weights_reuse_each_weight_form_only_inside_the_block(
         other = W * 2                                         # new array
         numpy.testing.assert_allclose(apply(other), 6 * expected,
                                       rtol=1e-4, atol=1e-4)
-        assert len(kernels._frozen) == 2
-    assert kernels._frozen is None
+        assert len(kernels.frozen._frozen) == 2
+    assert kernels.frozen._frozen is None
     numpy.testing.assert_allclose(apply(W), 3 * expected, rtol=1e-4,
                                   atol=1e-4)
