@@ -12,7 +12,6 @@ command again resumes from the newest snapshot there; Ctrl-C or SIGTERM
 snapshots the current iteration first. With --communicator, the processes of
 mpiexec train one model data-parallel (ChainerMN).
 """
-import argparse
 import functools
 import os
 import sys
@@ -20,7 +19,6 @@ import sys
 import capsnet  # noqa: F401  (before NumPy and Chainer: it sets up both)
 import numpy
 import chainer
-import chainer.links as L
 from chainer import training
 from chainer.datasets import TupleDataset
 from chainer.training import extensions
@@ -33,15 +31,12 @@ from capsnet import datasets
 from capsnet import distributed
 from capsnet import doubt
 from capsnet import files
-from capsnet import functions
 from capsnet import guards
 from capsnet import kernels
-from capsnet import routing
+from capsnet import options
 from capsnet import schedule
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
-from capsnet.model import BaselineCNN
-from capsnet.model import CapsNetLoss
 
 
 DEFAULT_VAL_SIZE = 5000
@@ -71,41 +66,17 @@ def build_parser():
                    "2000 --lr-min 1e-6); default: once an epoch")
     p.add_argument('--lr-min', type=cli.number(0, 1), default=0.0,
                    help='the step size never decays below this')
-    p.add_argument('--router', default='dynamic',
-                   choices=sorted(routing.ROUTERS),
-                   help="how the digit capsules are made from the primary "
-                   "capsules' predictions (capsnet/routing.py; a router "
-                   'registered there before train.main runs is a choice '
-                   "too); dynamic is the paper's")
-    p.add_argument('--routing', type=cli.ROUTING, default=3,
-                   help='routing iterations, for the routers that iterate '
-                   '(1: no routing)')
-    p.add_argument('--leaky-routing', action='store_true',
-                   help="dynamic routing with the official code's extra "
-                   "'none of the above' logit")
     p.add_argument('--plain', action='store_true',
                    help='run every op as its readable composition in '
                    'capsnet/functions.py instead of its fast kernel, so '
                    'that an edit there reaches the run (about 5x slower)')
-    p.add_argument('--reconstruct', action=argparse.BooleanOptionalAction,
-                   default=True, help='decoder and reconstruction loss')
+    # the models' own options, as their OPTIONS declare them
+    options.add_flags(p, ARCHITECTURES.values())
     p.add_argument('--recon-weight', type=cli.number(0, 1), default=0.0005)
-    p.add_argument('--shared-weights', action='store_true',
-                   help="the seed's W shared across the grid per capsule type")
-    p.add_argument('--leaky-slope', type=cli.number(0, 1, high_open=True),
-                   default=0.0,
-                   help='leaky ReLU slope for conv1 (the seed used 0.05)')
-    p.add_argument('--capsule-bias', action='store_true',
-                   help="the official code's learned bias on every s_j, in "
-                   'every routing iteration')
     p.add_argument('--margin-loss', choices=['paper', 'official'],
                    default='paper',
                    help="paper: Eq. 4 summed over classes; official: the "
                    "official code's, halved and averaged over classes")
-    p.add_argument('--baseline-dropout', choices=BaselineCNN.DROPOUT_PLACES,
-                   default='last',
-                   help="baseline CNN: dropout before the softmax layer only "
-                   "(last, the paper's) or after both hidden layers")
     p.add_argument('--max-shift', type=cli.integer(0, data.SIDE - 1),
                    default=2,
                    help='random shift of each training image, in pixels '
@@ -184,16 +155,12 @@ def main(argv=None):
         checkpoint.remove_partial_files(out)
     cluster.barrier()           # no process writes before the clean-up
     architecture = ARCHITECTURES[args.model]
-    options = dict(dropout_after=args.baseline_dropout) if (
-        args.model == 'baseline') else dict(
-        router=args.router, routing=args.routing,
-        reconstruct=args.reconstruct, shared_weights=args.shared_weights,
-        leaky_slope=args.leaky_slope, capsule_bias=args.capsule_bias,
-        leaky_routing=args.leaky_routing)
+    model_options = options.from_flags(architecture, args)
     dataset = datasets.get(args.dataset, args.data_dir,
                            args.multimnist_shift)
     arrays = dataset.load()
-    options.update(dataset.model_options(arrays, architecture, args.canvas))
+    model_options.update(dataset.model_options(arrays, architecture,
+                                               args.canvas))
     if args.val_size is None:                 # recorded in options.json
         args.val_size = min(DEFAULT_VAL_SIZE, len(arrays['train'][0]) // 10)
     splits = data.split_arrays(arrays, args.val_size, args.train_size,
@@ -216,18 +183,15 @@ def main(argv=None):
     numpy.random.seed(args.seed)
     if device.xp is not numpy:
         device.xp.random.seed(args.seed)
-    model = architecture(fused=not args.plain, **options)
+    model = architecture(fused=not args.plain, **model_options)
     if cluster.is_root:
         checkpoint.check_run_folder(out, model)
     # where the step-size schedule starts (options.json records it)
     args.init_iteration, args.init_epoch = (
         checkpoint.init_from(args.init, model) if args.init else (0, 0))
     model.to_device(device)
-    loss = (L.Classifier(model) if args.model == 'baseline'
-            else CapsNetLoss(model, args.recon_weight, margin_scale=(
-                1.0 if args.margin_loss == 'paper'
-                else functions.OFFICIAL_MARGIN_SCALE / model.options[
-                    'n_classes'])))
+    loss = model.with_loss(recon_weight=args.recon_weight,
+                           margin_loss=args.margin_loss)
     optimizer = cluster.optimizer(adam.Adam(alpha=args.lr),
                                   loss)
 

@@ -4,7 +4,6 @@ A model file is an .npz of a model's parameters plus its architecture and
 constructor options under ``OPTIONS_KEY``, so it rebuilds its own model.
 """
 import glob
-import inspect
 import json
 import os
 import re
@@ -19,10 +18,11 @@ from chainer import serializers
 from chainer import training
 from chainer.training import extensions
 
-from capsnet import routing
+from capsnet import options
 from capsnet.files import atomic_write
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
+from capsnet.routing import ROUTERS
 
 OPTIONS_KEY = 'capsnet_options'
 MODEL_FILE = 'model.npz'
@@ -76,17 +76,6 @@ def _read_npz(path, read):
     return None
 
 
-# What a model file's options may hold: (type, lowest, highest) or choices
-MAX_SIDE = 64                   # the largest input side a model file may hold
-_OPTION_RANGES = {
-    'n_classes': (int, 2, 1000), 'routing': (int, 1, 100),
-    'in_size': (int, 17, MAX_SIDE), 'in_channels': (int, 1, 3),
-    'class_names': (list,), 'leaky_slope': (float, 0, 0.999),
-    'dropout': (float, 0, 0.999), 'reconstruct': (bool,),
-    'shared_weights': (bool,), 'capsule_bias': (bool,),
-    'leaky_routing': (bool,), 'router': (str,),
-    'dropout_after': ('last', 'both'),
-}
 # Parameters that moved, by the name files written before the move hold:
 # the capsule bias became dynamic routing's own
 RENAMED = {'digit_b': 'router/bias'}
@@ -102,42 +91,19 @@ def _renamed(npz):
     return arrays
 
 
-def _check_options(path, architecture, options):
-    """Each option a model file holds is one that ``architecture`` takes,
+def _check_options(path, architecture, given):
+    """Each option a model file holds is one that ``architecture`` declares,
     of its type and within what the model can be built with."""
-    takes = inspect.signature(architecture).parameters
-    for name, value in options.items():
-        allowed = _OPTION_RANGES.get(name) if name in takes else None
-        if allowed is None:
-            wrong = 'is not an option of a {} model'.format(architecture.arch)
-        elif isinstance(allowed[0], str):
-            wrong = None if value in allowed else 'must be one of {}'.format(
-                ', '.join(allowed))
-        elif allowed[0] is list:            # names of the classes
-            wrong = None if value is None or (
-                isinstance(value, list) and
-                len(value) == options.get('n_classes') and
-                all(isinstance(v, str) for v in value)) else \
-                'must be n_classes names'
-        elif allowed[0] is bool:
-            wrong = None if isinstance(value, bool) else 'must be true or false'
-        elif allowed[0] is str:             # a router's name
-            wrong = None if value in routing.ROUTERS else (
-                'names no router registered here (there are {}): import the '
-                'module that registers it first'.format(
-                    ', '.join(sorted(routing.ROUTERS))))
-        else:
-            kind, low, high = allowed
-            ok = (isinstance(value, (int, float)) and
-                  not isinstance(value, bool) and
-                  (kind is float or float(value).is_integer()) and
-                  low <= value <= high)
-            wrong = None if ok else 'must be {} {} in [{}, {}]'.format(
-                'an' if kind is int else 'a',
-                'integer' if kind is int else 'number', low, high)
-        if wrong:
-            raise UserError('{}: option {} holds {!r}; it {}'.format(
-                path, name, value, wrong))
+    wrong = options.check(architecture.OPTIONS, given,
+                          'a {} model'.format(architecture.arch))
+    if wrong and wrong[0] == 'router':
+        raise UserError('{}: option router holds {!r}; it names no router '
+                        'registered here (there are {}): import the module '
+                        'that registers it first'.format(
+                            path, wrong[1], ', '.join(sorted(ROUTERS))))
+    if wrong:
+        raise UserError('{}: option {} holds {!r}; it {}'.format(path,
+                                                                 *wrong))
 
 
 def load_model(path):
@@ -150,17 +116,17 @@ def load_model(path):
         if OPTIONS_KEY not in npz.files:
             raise UserError('{} is not a capsnet model file (it has no '
                             '{})'.format(path, OPTIONS_KEY))
-        options = json.loads(str(npz[OPTIONS_KEY]))
+        held = json.loads(str(npz[OPTIONS_KEY]))
         # files without 'arch' predate the baseline: CapsNets
-        arch = options.pop('arch', 'capsnet')
+        arch = held.pop('arch', 'capsnet')
         if arch not in ARCHITECTURES:
             raise UserError('{}: its {} names the architecture {!r}; capsnet '
                             'has {}'.format(path, OPTIONS_KEY, arch,
                                             ', '.join(ARCHITECTURES)))
         architecture = ARCHITECTURES[arch]
-        options = dict(architecture.IMPLICIT_OPTIONS, **options)
-        _check_options(path, architecture, options)
-        models.append(architecture(**options))
+        held = dict(architecture.IMPLICIT_OPTIONS, **held)
+        _check_options(path, architecture, held)
+        models.append(architecture(**held))
         serializers.NpzDeserializer(_renamed(npz)).load(models[0])
 
     failure = _read_npz(path, read)

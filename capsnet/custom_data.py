@@ -16,7 +16,7 @@ import os
 
 import numpy
 
-from capsnet.checkpoint import MAX_SIDE
+from capsnet.options import MAX_SIDE
 from capsnet.errors import UserError
 from capsnet.images import read as read_image
 

@@ -12,11 +12,11 @@ it instead of testing names.
 """
 from chainer.datasets import TupleDataset
 
-from capsnet import checkpoint
 from capsnet import custom_data
 from capsnet import data
 from capsnet import multimnist
 from capsnet.errors import UserError
+from capsnet.options import MAX_SIDE
 
 
 class Dataset:
@@ -91,7 +91,7 @@ class OwnData(Dataset):
         if canvas:
             raise UserError('--canvas applies to MNIST digits only')
         _, channels, height, width = arrays['train'][0].shape
-        low, high = architecture.MIN_SIDE, checkpoint.MAX_SIDE
+        low, high = architecture.MIN_SIDE, MAX_SIDE
         if height != width or not low <= height <= high:
             raise UserError('the images are {}x{}; the model takes square '
                             'images of {} to {} pixels a side: pad or scale '

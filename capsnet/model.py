@@ -19,69 +19,91 @@ import chainer.functions as F
 import chainer.links as L
 from chainer import initializers
 
-from capsnet.routing import ROUTERS
+from capsnet import functions
+from capsnet import options
 from capsnet.functions import multi_accuracy
 from capsnet.ops import Ops
+from capsnet.options import MAX_SIDE
+from capsnet.options import Option
+from capsnet.routing import ROUTERS
 
 PRIMARY_TYPES = 32
 PRIMARY_DIM = 8
 DIGIT_DIM = 16
+MIN_SIDE = 17       # what CapsNet's two 9x9 convolutions need; both models'
+
+# What the data sets (train.py takes them from it), for both models
+DATA_OPTIONS = (
+    Option('n_classes', int, 10, 'classes: the digit capsules J', low=2,
+           high=1000),
+    Option('in_size', int, 28, 'input side (28 for MNIST, 36 for '
+           'MultiMNIST)', low=MIN_SIDE, high=MAX_SIDE),
+    Option('in_channels', int, 1, '1 for grey images, 3 for colour', low=1,
+           high=3, before=1),
+    Option('class_names', list, None, "the classes' names, kept with the "
+           'model (None: the class numbers)', before=None),
+)
+
+
+def _built(model, given):
+    """``model``'s full options from the ``given`` ones; ValueError for one
+    it cannot be built with."""
+    resolved = options.resolve(model.OPTIONS, given)
+    wrong = options.check(model.OPTIONS, resolved)
+    if wrong:
+        raise ValueError('option {} = {!r}: it {}'.format(*wrong))
+    return resolved
 
 
 class CapsNet(chainer.Chain):
-    """The paper's CapsNet; the keyword arguments select Table 1's variants.
+    """The paper's CapsNet; its OPTIONS, keyword arguments, select Table 1's
+    variants and the routers.
 
-    Args:
-        n_classes: digit capsules J.
-        router: the name of a router in capsnet.routing.ROUTERS (the
-            paper's: dynamic); it gets every option below and takes those
-            it uses.
-        routing: routing iterations r, for the routers that iterate (the
-            paper: 3; 1 = no routing).
-        reconstruct: build the decoder (off: no reconstruction loss).
-        shared_weights: the seed's variant, one W per capsule *type* shared
-            across the grid (32 x 10 x 16 x 8) instead of one per capsule.
-        leaky_slope: slope of conv1's leaky ReLU; 0 is the paper's ReLU.
-        capsule_bias: a learned (J, 16) bias added to every s_j in every
-            routing iteration, initialised to 0.1, as in the official code
-            (the paper has none); dynamic routing's.
-        leaky_routing: dynamic routing's extra "none of the above" logit,
-            as in the official code.
-        in_size: input side (28 for MNIST, 36 for MultiMNIST; at least
-            MIN_SIDE, what the two 9x9 convolutions need).
-        in_channels: 1 for grey images, 3 for colour.
-        class_names: the classes' names, kept with the model (None: the
-            class numbers).
-        fused: run each op's fast kernel in capsnet/kernels/ where there
-            is one (default), or every op's plain Chainer composition in
-            capsnet/functions.py (train.py --plain), which is easier to
-            modify; same parameters, same results.
+    ``fused``: run each op's fast kernel in capsnet/kernels/ where there is
+    one (default), or every op's plain Chainer composition in
+    capsnet/functions.py (train.py --plain), which is easier to modify;
+    same parameters, same results.
     """
 
     arch = 'capsnet'
-    MIN_SIDE = 17
-    # what files made before an option existed did without it
-    IMPLICIT_OPTIONS = dict(capsule_bias=False, in_channels=1,
-                            class_names=None, router='dynamic',
-                            leaky_routing=False)
+    MIN_SIDE = MIN_SIDE
+    OPTIONS = DATA_OPTIONS + (
+        Option('router', str, 'dynamic', 'how the digit capsules are made '
+               "from the primary capsules' predictions (capsnet/routing.py; "
+               'a router registered there before train.main runs is a '
+               'choice too); it gets every option and takes those it uses',
+               source="dynamic: the paper's", flag='--router',
+               choices=lambda: sorted(ROUTERS), before='dynamic'),
+        Option('routing', int, 3, 'routing iterations, for the routers that '
+               'iterate (1: no routing)', source="3: the paper's", low=1,
+               high=100, flag='--routing'),
+        Option('reconstruct', bool, True, 'decoder and reconstruction loss',
+               source='the paper', flag='--reconstruct'),
+        Option('shared_weights', bool, False, "the seed's variant: one W per "
+               'capsule type shared across the grid (32 x 10 x 16 x 8) '
+               'instead of one per capsule', flag='--shared-weights'),
+        Option('leaky_slope', float, 0.0, "leaky ReLU slope for conv1; 0 is "
+               "the paper's ReLU (the seed's best run used 0.05)", low=0,
+               high=1, high_open=True, flag='--leaky-slope'),
+        Option('capsule_bias', bool, False, "the official code's learned "
+               '(J, 16) bias on every s_j, in every routing iteration, from '
+               '0.1 (the paper has none); dynamic routing\'s',
+               flag='--capsule-bias', before=False),
+        Option('leaky_routing', bool, False, 'dynamic routing with the '
+               "official code's extra 'none of the above' logit",
+               flag='--leaky-routing', before=False),
+    )
+    # what files made before an option existed stand for
+    IMPLICIT_OPTIONS = options.implicit(OPTIONS)
 
-    def __init__(self, n_classes=10, router='dynamic', routing=3,
-                 reconstruct=True, shared_weights=False, leaky_slope=0.0,
-                 capsule_bias=False, leaky_routing=False, in_size=28,
-                 in_channels=1, class_names=None, fused=True):
+    def __init__(self, fused=True, **given):
         super().__init__()
-        if in_size < self.MIN_SIDE:
-            raise ValueError('CapsNet takes images of {0}x{0} or more'.format(
-                self.MIN_SIDE))
-        if router not in ROUTERS:
-            raise ValueError('no router is registered as {!r}'.format(router))
         self.ops = Ops(fast=fused)
-        self.options = dict(
-            n_classes=n_classes, router=router, routing=routing,
-            reconstruct=reconstruct, shared_weights=shared_weights,
-            leaky_slope=leaky_slope, capsule_bias=capsule_bias,
-            leaky_routing=leaky_routing, in_size=in_size,
-            in_channels=in_channels, class_names=class_names)
+        self.options = _built(self, given)
+        (n_classes, router, shared_weights, reconstruct, in_size,
+         in_channels) = (self.options[name] for name in (
+             'n_classes', 'router', 'shared_weights', 'reconstruct',
+             'in_size', 'in_channels'))
         self.grid = ((in_size - 8) - 9) // 2 + 1                 # 6 for 28
         n_primary = self.grid ** 2 * PRIMARY_TYPES               # 1152
         n_weights = PRIMARY_TYPES if shared_weights else n_primary
@@ -105,6 +127,14 @@ class CapsNet(chainer.Chain):
                 self.fc1 = L.Linear(n_classes * DIGIT_DIM, 512)
                 self.fc2 = L.Linear(512, 1024)
                 self.fc3 = L.Linear(1024, in_channels * in_size * in_size)
+
+    def with_loss(self, recon_weight=0.0005, margin_loss='paper', **_):
+        """The Trainer's target: CapsNetLoss, with the margin loss of the
+        paper (Eq. 4 summed over classes) or of the official code
+        ('official': halved and averaged over the classes)."""
+        return CapsNetLoss(self, recon_weight, margin_scale=(
+            1.0 if margin_loss == 'paper' else
+            functions.OFFICIAL_MARGIN_SCALE / self.options['n_classes']))
 
     def primary_capsules(self, x):
         """x (N, C, H, W) -> u (N, G, G, 32, 8), squashed."""
@@ -166,27 +196,27 @@ class BaselineCNN(chainer.Chain):
 
     ``dropout_after``: 'last', the paper's "the last fully connected layer
     is connected with dropout to a 10 class softmax layer", or 'both' fully
-    connected hidden layers (capsnet's earlier default, and the PyTorch
-    reference in ../shared/bench/torch_baseline.py).
+    connected hidden layers (capsnet's earlier default).
     """
 
     arch = 'baseline'
-    MIN_SIDE = CapsNet.MIN_SIDE     # one floor for both (5x5 needs only 1)
-    IMPLICIT_OPTIONS = dict(dropout_after='both', in_channels=1,
-                            class_names=None)
-    DROPOUT_PLACES = ('last', 'both')
+    MIN_SIDE = MIN_SIDE     # one floor for both (5x5 needs only 1)
+    OPTIONS = DATA_OPTIONS + (
+        Option('dropout', float, 0.5, 'dropout ratio', low=0, high=1,
+               high_open=True),
+        Option('dropout_after', str, 'last', "the baseline CNN's dropout: "
+               "before the softmax layer only (last, the paper's) or after "
+               'both hidden layers', choices=('last', 'both'),
+               flag='--baseline-dropout', before='both'),
+    )
+    IMPLICIT_OPTIONS = options.implicit(OPTIONS)
 
-    def __init__(self, n_classes=10, in_size=28, dropout=0.5,
-                 dropout_after='last', in_channels=1, class_names=None,
-                 fused=True):
+    def __init__(self, fused=True, **given):
         super().__init__()
-        if dropout_after not in self.DROPOUT_PLACES:
-            raise ValueError('dropout_after is one of {}'.format(
-                self.DROPOUT_PLACES))
         self.ops = Ops(fast=fused)
-        self.options = dict(n_classes=n_classes, in_size=in_size,
-                            dropout=dropout, dropout_after=dropout_after,
-                            in_channels=in_channels, class_names=class_names)
+        self.options = _built(self, given)
+        n_classes, in_size, in_channels = (self.options[name] for name in (
+            'n_classes', 'in_size', 'in_channels'))
         with self.init_scope():
             self.conv1 = L.Convolution2D(in_channels, 256, 5, pad=2)
             self.conv2 = L.Convolution2D(256, 256, 5, pad=2)
@@ -194,6 +224,10 @@ class BaselineCNN(chainer.Chain):
             self.fc1 = L.Linear(128 * in_size * in_size, 328)
             self.fc2 = L.Linear(328, 192)
             self.fc3 = L.Linear(192, n_classes)
+
+    def with_loss(self, **_):
+        """The Trainer's target: softmax cross-entropy and accuracy."""
+        return L.Classifier(self)
 
     def forward(self, x):
         """x (N, 1, H, W) -> logits (N, n_classes)."""
