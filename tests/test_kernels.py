@@ -318,3 +318,15 @@ def test_frozen_weights_reuse_each_weight_form_only_inside_the_block(
     assert kernels.frozen._frozen is None
     numpy.testing.assert_allclose(apply(W), 3 * expected, rtol=1e-4,
                                   atol=1e-4)
+
+
+def test_dft_matrices_are_made_once_per_device():
+    """On the CPU as on a GPU (test_gpu.py), the same array every call: no
+    copy of a DFT matrix per call."""
+    x = numpy.zeros(1, numpy.float32)
+    first = kernels.convolution._beside(x, kernels.convolution._dft, (10, 10),
+                                        (10, 10), False, True)
+    assert kernels.convolution._beside(
+        x, kernels.convolution._dft, (10, 10), (10, 10), False,
+        True) is first
+    assert first.shape == (104, 100)        # 52 frequencies, re and im
