@@ -299,11 +299,19 @@ def test_figures_explorer_and_predict_on_the_gpu(gpu_run, tmp_path):
         [r['predicted'] for r in lines[1]]
 
 
-def test_load_on_the_gpu_takes_paths_numpy_and_cupy_arrays():
+def test_load_on_the_gpu_takes_paths_numpy_and_cupy_arrays(tmp_path):
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
     x = images[:20, 0]
     cpu = capsnet.load(os.path.join(ROOT, 'saved_model'))
     gpu = capsnet.load(os.path.join(ROOT, 'saved_model'), gpu=0)
+    from PIL import Image
+    paths = []
+    for k in range(3):
+        paths.append(str(tmp_path / '{}.png'.format(k)))
+        Image.fromarray(255 - x[k]).save(paths[-1])
+    assert gpu.classify(paths)[0].tolist() == cpu.classify(paths)[0].tolist()
+    numpy.testing.assert_allclose(gpu.doubt(paths)[0], cpu.doubt(paths)[0],
+                                  rtol=1e-4)
     want, lengths = cpu.classify(x)
     for given in (x, cuda.to_gpu(x)):
         predicted, got = gpu.classify(given)
