@@ -70,6 +70,7 @@ def render_routing(model, images, labels, device, out, indices, per_type):
     """routing_<k>.png (and routing_types_<k>.png) for test images k;
     returns their paths."""
     paths = []
+    names = analysis.class_names(model)
     for k in indices:
         image = analysis.model_input(model, images[k:k + 1])
         x = device.send(image)
@@ -78,14 +79,14 @@ def render_routing(model, images, labels, device, out, indices, per_type):
             analysis.digit_capsules(model, x)[1])[0])
         paths.append(os.path.join(out, 'routing_{}.png'.format(k)))
         save_routing(paths[-1], analysis.pictures(image)[0], mean[0],
-                     int(labels[k]), predicted)
+                     names[int(labels[k])], predicted, names)
         if per_type:
             paths.append(os.path.join(out, 'routing_types_{}.png'.format(k)))
             # rows: capsule types; columns: digit capsules
             save_grid(
                 paths[-1], types[0].transpose(1, 0, 2, 3) / types[0].max(),
                 ['type {}'.format(t) for t in range(types.shape[2])],
-                ['capsule {}'.format(j) for j in range(types.shape[1])],
+                ['capsule {}'.format(name) for name in names],
                 title='Image {}: coupling of each capsule type (scaled to '
                 'its maximum, {:.3f})'.format(k, float(types[0].max())))
     return paths
@@ -117,9 +118,10 @@ def render_pairs(model, images, labels, device, out, batchsize, shown=6,
     return path
 
 
-def save_routing(path, image, maps, truth, predicted):
-    """One image beside its J coupling heatmaps (J, G, G); the predicted
-    digit's map is framed in red."""
+def save_routing(path, image, maps, truth, predicted, names):
+    """One image beside its J coupling heatmaps (J, G, G), each named by
+    its class (``names``); the predicted class's map (``predicted``, an
+    index) is framed in red. ``truth``: the true class's name."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -127,12 +129,13 @@ def save_routing(path, image, maps, truth, predicted):
     j = len(maps)
     fig, axes = plt.subplots(1, j + 1, figsize=(1.1 * (j + 1) + 0.8, 1.7))
     axes[0].imshow(image, cmap='gray', vmin=0, vmax=1)
-    axes[0].set_title('label {}\npredicted {}'.format(truth, predicted),
+    axes[0].set_title('label {}\npredicted {}'.format(truth,
+                                                     names[predicted]),
                       fontsize=7)
     for k, ax in enumerate(axes[1:]):
         shown = ax.imshow(maps[k], cmap='viridis', vmin=0,
                           vmax=max(float(maps.max()), 1e-6))
-        ax.set_title('capsule {}'.format(k), fontsize=7,
+        ax.set_title(names[k], fontsize=7,
                      color='red' if k == predicted else 'black')
         for spine in ax.spines.values():
             spine.set_color('red' if k == predicted else 'black')
@@ -141,8 +144,10 @@ def save_routing(path, image, maps, truth, predicted):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(shown, ax=list(axes), fraction=0.02, pad=0.01)
+    # above the image's two-line title, not over it
     fig.suptitle('Coupling c_ij after the last routing iteration, averaged '
-                 'over the capsule types at each grid position', fontsize=8)
+                 'over the capsule types at each grid position', fontsize=8,
+                 y=1.12)
     atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110,
                                              bbox_inches='tight'))
     plt.close(fig)

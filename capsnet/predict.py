@@ -251,7 +251,9 @@ def save_prediction(path, original, x, recon, lengths, name, names):
     best = int(numpy.argmax(lengths))
     axes[-1].bar(range(len(lengths)), lengths, color=[
         'tab:red' if j == best else 'tab:gray' for j in range(len(lengths))])
-    axes[-1].set_xticks(range(len(lengths)))
+    axes[-1].set_xticks(range(len(lengths)), names,
+                        rotation=90 if max(map(len, names)) > 2 else 0,
+                        fontsize=7)
     axes[-1].set_ylim(0, 1)
     axes[-1].set_title('capsule lengths', fontsize=8)
     fig.suptitle('{}: predicted {}'.format(os.path.basename(name),
