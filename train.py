@@ -23,6 +23,7 @@ from chainer import training
 from chainer.datasets import TupleDataset
 from chainer.training import extensions
 
+import capsnet.extensions as capsnet_extensions
 from capsnet import adam
 from capsnet import checkpoint
 from capsnet import cli
@@ -32,9 +33,7 @@ from capsnet import distributed
 from capsnet import doubt
 from capsnet import files
 from capsnet import guards
-from capsnet import kernels
 from capsnet import options
-from capsnet import schedule
 from capsnet.errors import UserError
 from capsnet.model import ARCHITECTURES
 
@@ -100,7 +99,7 @@ def build_parser():
     when = p.add_mutually_exclusive_group()
     when.add_argument('--snapshot-minutes', type=cli.number(0, 1440,
                                                             low_open=True),
-                      default=schedule.SNAPSHOT_MINUTES,
+                      default=capsnet_extensions.SNAPSHOT_MINUTES,
                       help='snapshot once this many minutes have passed '
                       'since the last (and at every epoch\'s end, and on '
                       'Ctrl-C); default: %(default)s')
@@ -123,26 +122,6 @@ def build_parser():
                    '-n N with this ChainerMN communicator (naive on the '
                    'CPU); -b is then per process')
     return p
-
-
-class Evaluator(extensions.Evaluator):
-    """Chainer's Evaluator, with each batch's values counted by its number of
-    images: Chainer's mean of batch means counts the last 8 of 5,000
-    validation images (batch 128) as much as 128 others. The weights stay
-    fixed during a pass, so each convolution's kernel spectrum is computed
-    once per pass."""
-
-    def __init__(self, iterator, target, **kwargs):
-        def weighted(x, *rest):
-            target(x, *rest)
-            observation = chainer.get_current_reporter().observation
-            for key, value in observation.items():
-                observation[key] = (value, len(x))  # DictSummary's weight
-        super().__init__(iterator, target, eval_func=weighted, **kwargs)
-
-    def evaluate(self):
-        with kernels.frozen_weights():
-            return super().evaluate()
 
 
 def main(argv=None):
@@ -204,28 +183,29 @@ def main(argv=None):
     if args.patience and not args.val_size:
         raise UserError('--patience needs validation images: it watches '
                         'their accuracy (--val-size 0 holds none out)')
-    patience = (schedule.Patience(PICKED_BY, args.patience) if args.patience
-                else None)
-    trainer = training.Trainer(updater, schedule.StopTrigger(
+    patience = (capsnet_extensions.Patience(PICKED_BY, args.patience)
+                if args.patience else None)
+    trainer = training.Trainer(updater, capsnet_extensions.StopTrigger(
         args.epoch, patience), out=out)
     if patience:
         trainer.extend(patience)
-    trainer.extend(checkpoint.RandomStates(order=order_rng, shift=shift_rng))
-    stop = guards.GracefulStop(cluster)
+    trainer.extend(capsnet_extensions.RandomStates(order=order_rng,
+                                                   shift=shift_rng))
+    stop = capsnet_extensions.GracefulStop(cluster)
     trainer.extend(stop)
-    writes = schedule.WriteTrigger(stop, cluster, args.snapshot_interval,
-                                   args.snapshot_minutes)
-    trainer.extend(guards.FiniteLoss(writes))
+    writes = capsnet_extensions.WriteTrigger(
+        stop, cluster, args.snapshot_interval, args.snapshot_minutes)
+    trainer.extend(capsnet_extensions.FiniteLoss(writes))
 
     for name, images in (('validation', val), ('test', test)):
         if images is not None:
             it = chainer.iterators.SerialIterator(
                 images, args.batchsize, repeat=False, shuffle=False)
-            trainer.extend(cluster.evaluator(Evaluator(
+            trainer.extend(cluster.evaluator(capsnet_extensions.Evaluator(
                 it, loss, converter=eval_converter, device=device)),
                 name=name)
     if args.lr_decay_steps:
-        trainer.extend(schedule.ContinuousDecay(
+        trainer.extend(capsnet_extensions.ContinuousDecay(
             args.lr, args.lr_decay, args.lr_decay_steps, args.lr_min,
             start=args.init_iteration))
     else:
@@ -282,21 +262,21 @@ def calibrate_doubt(out, val, converter, device):
 def add_reports(trainer, model, validated):
     """The best model, the log, the plots and the progress on the terminal."""
     # validation picks the saved model; without it, the latest is saved
-    best = (checkpoint.MaxValueTrigger(PICKED_BY)
+    best = (capsnet_extensions.MaxValueTrigger(PICKED_BY)
             if validated else (1, 'epoch'))
-    trainer.extend(checkpoint.SaveBestModel(model), trigger=best)
+    trainer.extend(capsnet_extensions.SaveBestModel(model), trigger=best)
     trainer.extend(extensions.LogReport())
-    trainer.extend(checkpoint.AtomicPlotReport(
+    trainer.extend(capsnet_extensions.AtomicPlotReport(
         ['main/loss', 'validation/main/loss', 'test/main/loss'],
         'loss.png'))
-    trainer.extend(checkpoint.AtomicPlotReport(
+    trainer.extend(capsnet_extensions.AtomicPlotReport(
         ['main/accuracy', 'validation/main/accuracy', 'test/main/accuracy'],
         'accuracy.png'))
     trainer.extend(extensions.PrintReport(
         ['epoch', 'iteration', 'main/loss', 'main/accuracy',
          'validation/main/loss', 'validation/main/accuracy',
          'test/main/accuracy', 'elapsed_time']))
-    trainer.extend(guards.ProgressBar(update_interval=10))
+    trainer.extend(capsnet_extensions.ProgressBar(update_interval=10))
 
 
 if __name__ == '__main__':

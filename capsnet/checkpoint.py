@@ -13,10 +13,7 @@ import zlib
 
 import numpy
 
-import chainer
 from chainer import serializers
-from chainer import training
-from chainer.training import extensions
 
 from capsnet import options
 from capsnet.files import atomic_write
@@ -231,80 +228,6 @@ def load_snapshot(path, trainer):
         path, failure, 'delete it to resume from the snapshot before it, or '
         'use another --save folder' if ours else 'give --resume a '
         'snapshot_iter_N file of a run with the same options'))
-
-
-class AtomicPlotReport(extensions.PlotReport):
-    """PlotReport that draws to a temporary name and then renames, so a
-    killed run never leaves a half-written PNG, and that resumes exactly.
-
-    Chainer's PlotReport snapshots its points but neither its trigger nor
-    the epoch's running means: a resumed run plotted an extra point at its
-    first iteration, and the epoch's point then averaged only the
-    iterations after the resume. Both are kept here, as LogReport keeps
-    them.
-    """
-
-    def __init__(self, y_keys, file_name, **kwargs):
-        root, ext = os.path.splitext(file_name)
-        self._final_name = file_name
-        super().__init__(y_keys, file_name=root + '.partial' + ext, **kwargs)
-
-    def __call__(self, trainer):
-        super().__call__(trainer)
-        partial = os.path.join(trainer.out, self._file_name)
-        if os.path.exists(partial):
-            os.replace(partial, os.path.join(trainer.out, self._final_name))
-
-    def serialize(self, serializer):
-        super().serialize(serializer)
-        self._trigger.serialize(serializer['_trigger'])
-        self._summary.serialize(serializer['_summary'])
-
-
-class RandomStates(chainer.training.Extension):
-    """Carry NumPy Generators through snapshots, so a resumed run draws the
-    same data order and shifts as one never interrupted. Does nothing when
-    called; it exists for ``serialize``."""
-
-    trigger = (1, 'epoch')
-
-    def __init__(self, **generators):
-        self.generators = generators
-
-    def __call__(self, trainer):
-        pass
-
-    def serialize(self, serializer):
-        for name, generator in self.generators.items():
-            if isinstance(serializer, chainer.serializer.Serializer):
-                serializer(name, json.dumps(generator.bit_generator.state))
-            else:
-                generator.bit_generator.state = json.loads(
-                    serializer(name, ''))
-
-
-class MaxValueTrigger(training.triggers.MaxValueTrigger):
-    """Chainer's MaxValueTrigger, whose snapshots hold no Python object:
-    until it has seen a value, its best is stored as NaN where Chainer's
-    would pickle None (and a snapshot from the first epoch would then need
-    pickle to resume)."""
-
-    def serialize(self, serializer):
-        self._interval_trigger.serialize(serializer['interval_trigger'])
-        self._summary.serialize(serializer['summary'])
-        best = serializer('best_value', numpy.nan if self._best_value is None
-                          else self._best_value)
-        self._best_value = None if numpy.isnan(best) else best
-
-
-class SaveBestModel(chainer.training.Extension):
-    """Write the model to ``model.npz`` each time ``trigger`` fires."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, trainer):
-        save_model(os.path.join(trainer.out, MODEL_FILE), self.model)
 
 
 def _trained_so_far(directory):

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy
 import pytest
 
-from capsnet import guards
+import capsnet.extensions as capsnet_extensions
 from capsnet.errors import UserError
 from conftest import ROOT
 from conftest import TINY
@@ -141,7 +141,7 @@ def finite_loss_stops(xp, losses, writes):
     """Feed FiniteLoss the training losses of iterations 1, 2, ... (as
     ``xp`` arrays) with files written at the iterations in ``writes``:
     the UserError it raised, or None."""
-    check = guards.FiniteLoss(
+    check = capsnet_extensions.FiniteLoss(
         lambda trainer: trainer.updater.iteration in writes)
     for iteration, loss in enumerate(losses, 1):
         trainer = SimpleNamespace(

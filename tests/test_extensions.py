@@ -1,5 +1,5 @@
-"""Adam's step size follows the official code's formula, step by step and
-across a resume."""
+"""The run's extensions: Adam's step size follows the official code's
+formula, step by step and across a resume; snapshots come by time."""
 import numpy
 import pytest
 
@@ -7,19 +7,19 @@ import chainer
 import chainer.links as L
 from chainer import training
 
-from capsnet import schedule
+import capsnet.extensions as capsnet_extensions
 
 
 def test_step_size_is_the_official_formula():
     # TensorFlow's exponential_decay(0.001, step, 2000, 0.96), continuous
-    assert schedule.step_size(0, 1e-3, 0.96, 2000) == 1e-3
-    assert schedule.step_size(2000, 1e-3, 0.96, 2000) == pytest.approx(9.6e-4)
-    assert schedule.step_size(1000, 1e-3, 0.96, 2000) == pytest.approx(
+    assert capsnet_extensions.step_size(0, 1e-3, 0.96, 2000) == 1e-3
+    assert capsnet_extensions.step_size(2000, 1e-3, 0.96, 2000) == pytest.approx(9.6e-4)
+    assert capsnet_extensions.step_size(1000, 1e-3, 0.96, 2000) == pytest.approx(
         1e-3 * 0.96 ** 0.5)
-    assert schedule.step_size(6000, 1e-3, 0.96, 2000) == pytest.approx(
+    assert capsnet_extensions.step_size(6000, 1e-3, 0.96, 2000) == pytest.approx(
         1e-3 * 0.884736)
     # ... under tf.maximum(lr, 1e-6)
-    assert schedule.step_size(20, 1e-3, 0.5, 1, 1e-6) == 1e-6
+    assert capsnet_extensions.step_size(20, 1e-3, 0.5, 1, 1e-6) == 1e-6
 
 
 def run(iterations, snapshot=None, resume=None, start=0):
@@ -38,7 +38,7 @@ def run(iterations, snapshot=None, resume=None, start=0):
     updater = training.StandardUpdater(
         chainer.iterators.SerialIterator(data, 4), optimizer, loss_func=loss)
     trainer = training.Trainer(updater, (iterations, 'iteration'))
-    trainer.extend(schedule.ContinuousDecay(1e-3, 0.5, 3, start=start))
+    trainer.extend(capsnet_extensions.ContinuousDecay(1e-3, 0.5, 3, start=start))
     if resume:
         chainer.serializers.load_npz(resume, trainer)
     trainer.run()
@@ -89,7 +89,7 @@ def writes_of(steps, epoch_size, seconds_a_step, **when):
     updater = training.StandardUpdater(
         chainer.iterators.SerialIterator(data, 1), optimizer, loss_func=loss)
     trainer = training.Trainer(updater, (steps, 'iteration'))
-    writes = schedule.WriteTrigger(_NoStop(), _OneProcess(),
+    writes = capsnet_extensions.WriteTrigger(_NoStop(), _OneProcess(),
                                    clock=lambda: now[0], **when)
     fired = []
     trainer.extend(lambda t: fired.append(t.updater.iteration),
