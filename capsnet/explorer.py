@@ -14,7 +14,8 @@ Page data (``window.CAPSNET``), for N gallery images of C channels (1 grey,
     channels  C                                   side, grid          S, G
     images    N x (C * S * S) uint8, row-major    labels, predicted   N ints
     capsules  N x J x D                       couplings           N x J x G*G
-    decoder   [W1 (512, J*D), b1, W2, b2, W3 (C*S*S, 1024), b3], float16
+    decoder   [W1 (512, J*D), b1, W2, b2, W3 (C*S*S, 1024), b3], float16:
+              the model's layers, however many (the page runs them all)
 The drawing panel (served pages) draws grey digits: grey models only.
 """
 import base64
@@ -49,9 +50,10 @@ def _array(a, dtype):
 
 
 def decoder_weights(model):
-    """The decoder's layers as [W1, b1, W2, b2, W3, b3] records, float16."""
+    """The decoder's layers as [W1, b1, W2, b2, ...] records, float16; the
+    page runs as many as there are (ReLU, and a sigmoid after the last)."""
     return [_array(p.array, numpy.float16) for layer in
-            (model.fc1, model.fc2, model.fc3) for p in (layer.W, layer.b)]
+            model.decoder_layers() for p in (layer.W, layer.b)]
 
 
 def capsule_report(model, x):

@@ -167,12 +167,16 @@ def masked_capsules(v, labels):
                      (n, j * d))
 
 
-def decoder(x, W1, b1, W2, b2, W3, b3):
-    """The reconstruction network: x (N, J*D) -> 512 -> 1024 -> (N, H*W),
-    ReLU, ReLU, sigmoid; each W (out, in) as in Chainer's Linear."""
-    h = F.relu(F.linear(x, W1, b1))
-    h = F.relu(F.linear(h, W2, b2))
-    return F.sigmoid(F.linear(h, W3, b3))
+def decoder(x, *layers):
+    """The reconstruction network: x (N, J*D) through the Linear layers
+    W1, b1, W2, b2, ... (each W (out, in) as in Chainer's Linear), a ReLU
+    after each but the last and a sigmoid after it -> (N, C*H*W) in [0, 1]
+    (the model's: 512 -> 1024 -> pixels)."""
+    *hidden, (W, b) = zip(layers[0::2], layers[1::2])
+    h = x
+    for W_k, b_k in hidden:
+        h = F.relu(F.linear(h, W_k, b_k))
+    return F.sigmoid(F.linear(h, W, b))
 
 
 def reconstruction_loss(reconstruction, x):

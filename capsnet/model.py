@@ -31,6 +31,11 @@ PRIMARY_TYPES = 32
 PRIMARY_DIM = 8
 DIGIT_DIM = 16
 MIN_SIDE = 17       # what CapsNet's two 9x9 convolutions need; both models'
+# The decoder, defined here alone: from the masked capsules (J * D) through
+# these hidden layers (ReLU) to the pixels (sigmoid); its layers are fc1,
+# fc2, ... The ops (functions.decoder, kernels' Decoder) and the explorer's
+# page take any number of layers.
+DECODER_HIDDEN = (512, 1024)
 
 # What the data sets (train.py takes them from it), for both models
 DATA_OPTIONS = (
@@ -124,9 +129,15 @@ class CapsNet(chainer.Chain):
                 n_in=n_primary, n_out=n_classes, dim=DIGIT_DIM,
                 child_dim=PRIMARY_DIM, ops=self.ops, **self.options)
             if reconstruct:
-                self.fc1 = L.Linear(n_classes * DIGIT_DIM, 512)
-                self.fc2 = L.Linear(512, 1024)
-                self.fc3 = L.Linear(1024, in_channels * in_size * in_size)
+                sizes = ((n_classes * DIGIT_DIM,) + DECODER_HIDDEN +
+                         (in_channels * in_size * in_size,))
+                for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), 1):
+                    setattr(self, 'fc{}'.format(k), L.Linear(n_in, n_out))
+
+    def decoder_layers(self):
+        """The decoder's Linear layers, first to last."""
+        return [getattr(self, 'fc{}'.format(k))
+                for k in range(1, len(DECODER_HIDDEN) + 2)]
 
     def with_loss(self, recon_weight=0.0005, margin_loss='paper', **_):
         """The Trainer's target: CapsNetLoss, with the margin loss of the
@@ -165,7 +176,7 @@ class CapsNet(chainer.Chain):
         -> (N, C * H * W) in [0, 1]."""
         return self.ops.decoder(
             self.ops.masked_capsules(v, labels), *(
-                p for layer in (self.fc1, self.fc2, self.fc3)
+                p for layer in self.decoder_layers()
                 for p in (layer.W, layer.b)))
 
     def predict(self, x):

@@ -330,3 +330,18 @@ def test_dft_matrices_are_made_once_per_device():
         x, kernels.convolution._dft, (10, 10), (10, 10), False,
         True) is first
     assert first.shape == (104, 100)        # 52 frequencies, re and im
+
+
+@pytest.mark.parametrize('hidden', [(), (7,), (7, 6, 5)])
+def test_decoders_of_any_depth(hidden):
+    """The model's decoder has two hidden layers (model.DECODER_HIDDEN);
+    both versions take any number."""
+    rng = numpy.random.RandomState(11)
+    sizes = (20,) + hidden + (9,)
+    layers = [a for n_in, n_out in zip(sizes, sizes[1:])
+              for a in (rng.randn(n_out, n_in), rng.randn(n_out))]
+    x = rng.randn(3, 20)
+    inputs = tuple(a.astype(numpy.float32) for a in (x, *layers))
+    same_values_and_gradients(kernels.decoder, functions.decoder, inputs)
+    gradient_check.check_backward(kernels.decoder, (x, *layers),
+                                  rng.randn(3, 9), atol=1e-4, rtol=1e-4)

@@ -293,32 +293,36 @@ def masked_capsules(v, labels):
 
 
 class Decoder(chainer.Function):
-    """x (N, J*D) -> ReLU(W1 x + b1) -> ReLU(W2 . + b2) ->
-    sigmoid(W3 . + b3) (N, H*W); each W (out, in) as in Chainer's Linear.
-    Keeps both hidden layers and the output for the backward pass."""
+    """x (N, J*D) -> ReLU(W1 x + b1) -> ... -> sigmoid(WL . + bL)
+    (N, C*H*W), any number of layers; each W (out, in) as in Chainer's
+    Linear. Keeps every layer's input and the output for the backward
+    pass."""
 
     def forward(self, inputs):
         xp = backend.get_array_module(*inputs)
-        x, W1, b1, W2, b2, W3, b3 = inputs
-        self.h1 = xp.maximum(x.dot(W1.T) + b1, 0)
-        self.h2 = xp.maximum(self.h1.dot(W2.T) + b2, 0)
-        z = self.h2.dot(W3.T) + b3
+        x, Ws, bs = inputs[0], inputs[1::2], inputs[2::2]
+        self.h = [x]                                # each layer's input
+        for W, b in zip(Ws[:-1], bs[:-1]):
+            self.h.append(xp.maximum(self.h[-1].dot(W.T) + b, 0))
+        z = self.h[-1].dot(Ws[-1].T) + bs[-1]
         self.y = xp.tanh(z * z.dtype.type(0.5)) * 0.5 + 0.5  # sigmoid(z)
         return self.y,
 
     def backward(self, inputs, grad_outputs):
-        x, W1, _, W2, _, W3, _ = inputs
-        g3 = grad_outputs[0] * self.y * (1 - self.y)
-        g2 = g3.dot(W3) * (self.h2 > 0)
-        g1 = g2.dot(W2) * (self.h1 > 0)
-        return (g1.dot(W1), g1.T.dot(x), g1.sum(axis=0),
-                g2.T.dot(self.h1), g2.sum(axis=0),
-                g3.T.dot(self.h2), g3.sum(axis=0))
+        Ws = inputs[1::2]
+        g = grad_outputs[0] * self.y * (1 - self.y)  # at the last layer
+        grads = []
+        for k in reversed(range(len(Ws))):
+            grads[:0] = [g.T.dot(self.h[k]), g.sum(axis=0)]
+            g = g.dot(Ws[k])
+            if k:
+                g = g * (self.h[k] > 0)             # through its ReLU
+        return (g, *grads)
 
 
-def decoder(x, W1, b1, W2, b2, W3, b3):
+def decoder(x, *layers):
     """Same as functions.decoder."""
-    return Decoder()(x, W1, b1, W2, b2, W3, b3)
+    return Decoder()(x, *layers)
 
 
 class ReconstructionLoss(chainer.Function):
