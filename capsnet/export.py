@@ -2,7 +2,7 @@
 
     python -m capsnet.export runs/multimnist saved_model/multimnist --float16
 
-The paths among the run's options (--save, --data-dir, --resume) become
+The paths among the run's options (--save, --data-dir, --resume, --init) become
 relative to the current folder, so that none of the training machine's
 ships. --float16 stores the parameters in half precision, half the size
 (loading casts them back to float32): measure the shipped model, not the run.
@@ -17,7 +17,7 @@ from capsnet import cli
 from capsnet import files
 from capsnet.errors import UserError
 
-PATH_OPTIONS = ('save', 'data_dir', 'resume')
+PATH_OPTIONS = ('save', 'data_dir', 'resume', 'init')
 
 
 def shipped_options(options):
