@@ -41,3 +41,27 @@ def test_a_half_precision_model_file_loads_rounded_into_float32(tmp_path):
     model.conv1.b.array[0] = 1e5            # beyond float16's 65,504
     with pytest.raises(UserError, match='conv1/b holds values beyond'):
         checkpoint.save_model(half, model, numpy.float16)
+
+
+def test_a_file_from_before_the_routers_loads_as_dynamic_with_its_bias(
+        tmp_path):
+    """Written before the routers: no router or leaky_routing option, and
+    the capsule bias as the model's digit_b."""
+    import json
+    numpy.random.seed(0)
+    model = CapsNet(n_classes=3, in_size=20, capsule_bias=True)
+    model.router.bias.array[...] = numpy.arange(48).reshape(3, 16)
+    new = str(tmp_path / 'new.npz')
+    checkpoint.save_model(new, model)
+    with numpy.load(new) as npz:
+        arrays = {('digit_b' if key == 'router/bias' else key): npz[key]
+                  for key in npz.files}
+    options = json.loads(str(arrays[checkpoint.OPTIONS_KEY]))
+    del options['router'], options['leaky_routing']
+    arrays[checkpoint.OPTIONS_KEY] = numpy.array(json.dumps(options))
+    old = str(tmp_path / 'old.npz')
+    numpy.savez(old, **arrays)
+    loaded = checkpoint.load_model(old)
+    assert loaded.options == model.options
+    numpy.testing.assert_array_equal(loaded.router.bias.array,
+                                     model.router.bias.array)
