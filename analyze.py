@@ -32,7 +32,8 @@ import capsnet  # noqa: F401  (patches chainer before its first import)
 
 from capsnet import affine
 from capsnet import analysis
-from capsnet import checkpoint
+from capsnet import model_file
+from capsnet import run_folder
 from capsnet import cli
 from capsnet import custom_data
 from capsnet import data
@@ -100,7 +101,7 @@ def build_parser():
 def own_dataset(path):
     """The --dataset PATH of one's own that trained the model at ``path``,
     from the options.json beside it, or None."""
-    options = checkpoint.read_json(
+    options = run_folder.read_json(
         os.path.dirname(path) or '.', 'options.json',
         'delete it, or name the data with --dataset') or {}
     dataset = options.get('train', {}).get('dataset') if isinstance(
@@ -128,8 +129,8 @@ def classify_files(args, model):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     device = cli.get_device(args.gpu)
-    path = checkpoint.model_path(args.load)
-    model = checkpoint.load_model(path)
+    path = model_file.path_for(args.load)
+    model = model_file.load(path)
     model.to_device(device)
     if args.dataset is None:
         args.dataset = own_dataset(path) or 'mnist'

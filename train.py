@@ -25,7 +25,8 @@ from chainer.training import extensions
 
 import capsnet.extensions as capsnet_extensions
 from capsnet import adam
-from capsnet import checkpoint
+from capsnet import model_file
+from capsnet import run_folder
 from capsnet import cli
 from capsnet import data
 from capsnet import datasets
@@ -131,7 +132,7 @@ def main(argv=None):
     out = cli.writable_dir(args.save)
     if cluster.is_root:
         guards.lock_folder(out)
-        checkpoint.remove_partial_files(out)
+        run_folder.remove_partial_files(out)
     cluster.barrier()           # no process writes before the clean-up
     architecture = ARCHITECTURES[args.model]
     model_options = options.from_flags(architecture, args)
@@ -164,10 +165,10 @@ def main(argv=None):
         device.xp.random.seed(args.seed)
     model = architecture(fused=not args.plain, **model_options)
     if cluster.is_root:
-        checkpoint.check_run_folder(out, model)
+        run_folder.check(out, model)
     # where the step-size schedule starts (options.json records it)
     args.init_iteration, args.init_epoch = (
-        checkpoint.init_from(args.init, model) if args.init else (0, 0))
+        run_folder.init_from(args.init, model) if args.init else (0, 0))
     model.to_device(device)
     loss = model.with_loss(recon_weight=args.recon_weight,
                            margin_loss=args.margin_loss)
@@ -216,7 +217,7 @@ def main(argv=None):
     # uncompressed: zlib took 2.75 s for the 99 MB of a CapsNet snapshot;
     # written before training goes on, so that a killed run has it
     trainer.extend(cluster.snapshot(extensions.snapshot(
-        filename=checkpoint.SNAPSHOT_FORMAT, n_retains=2,
+        filename=run_folder.SNAPSHOT_FORMAT, n_retains=2,
         savefun=functools.partial(chainer.serializers.save_npz,
                                   compression=False))), trigger=writes)
     if cluster.is_root:         # one writer of the model, log and plots
@@ -227,7 +228,7 @@ def main(argv=None):
     resume = (args.resume + cluster.snapshot_suffix if args.resume
               else cluster.latest_snapshot(out))
     if resume:
-        checkpoint.load_snapshot(resume, trainer)
+        run_folder.load_snapshot(resume, trainer)
         if cluster.is_root:
             print('resuming from {} (iteration {})'.format(
                 resume, updater.iteration))
@@ -253,7 +254,7 @@ def main(argv=None):
 def calibrate_doubt(out, val, converter, device):
     """doubt.json beside the saved model: how far its reconstructions of
     the validation images lie from them (capsnet/doubt.py)."""
-    model = checkpoint.load_model(os.path.join(out, checkpoint.MODEL_FILE))
+    model = model_file.load(os.path.join(out, model_file.NAME))
     model.to_device(device)
     doubt.write(out, doubt.calibrate(model, doubt.batches(val, converter,
                                                           device)))

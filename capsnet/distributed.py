@@ -15,7 +15,7 @@ import sys
 import termios
 import time
 
-from capsnet import checkpoint
+from capsnet import run_folder
 from capsnet.errors import UserError
 
 # ChainerMN 7.8.1's communicators; all but 'naive' need CuPy (and NCCL, or a
@@ -54,7 +54,7 @@ class SingleProcess:
         return value
 
     def latest_snapshot(self, directory):
-        return checkpoint.latest_snapshot(directory)
+        return run_folder.latest_snapshot(directory)
 
     def barrier(self):
         pass
@@ -142,11 +142,11 @@ class MPIProcesses(SingleProcess):
     def latest_snapshot(self, directory):
         """This process's file of the newest iteration that every process
         has a snapshot of, or None."""
-        own = checkpoint.snapshot_iterations(directory, self.snapshot_suffix)
+        own = run_folder.snapshot_iterations(directory, self.snapshot_suffix)
         common = set.intersection(*self.comm.mpi_comm.allgather(own))
         if not common:
             return None
-        return checkpoint.snapshot_path(directory, max(common),
+        return run_folder.snapshot_path(directory, max(common),
                                         self.snapshot_suffix)
 
     def barrier(self):

@@ -22,7 +22,8 @@ import numpy
 
 import chainer
 
-from capsnet import checkpoint
+from capsnet import model_file
+from capsnet import run_folder
 from capsnet import cli
 from capsnet import data
 from capsnet import datasets
@@ -68,7 +69,7 @@ def write(directory, calibration):
 def read(model_file):
     """The threshold kept beside ``model_file``, or None where there is
     none (a model trained before the flag, or without validation images)."""
-    found = checkpoint.read_json(
+    found = run_folder.read_json(
         os.path.dirname(model_file) or '.', FILE,
         'delete it and run python -m capsnet.doubt on the model')
     if found is None:
@@ -93,12 +94,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    path = checkpoint.model_path(args.load)
-    model = checkpoint.load_model(path)
+    path = model_file.path_for(args.load)
+    model = model_file.load(path)
     if not model.options.get('reconstruct'):
         raise UserError('{} has no decoder: no reconstruction to measure'
                         .format(path))
-    train = (checkpoint.read_json(os.path.dirname(path) or '.',
+    train = (run_folder.read_json(os.path.dirname(path) or '.',
                                   'options.json', 'delete it') or {}).get(
         'train', {})
     val_size = args.val_size or train.get('val_size')

@@ -12,7 +12,8 @@ import sys
 
 import numpy
 
-from capsnet import checkpoint
+from capsnet import model_file
+from capsnet import run_folder
 from capsnet import cli
 from capsnet import files
 from capsnet.errors import UserError
@@ -31,13 +32,13 @@ def shipped_options(options):
 
 def export(run, out, dtype=None):
     """Write ``run``'s model (in ``dtype``), options and log into ``out``."""
-    model = checkpoint.load_model(checkpoint.model_path(run))
+    model = model_file.load(model_file.path_for(run))
     advice = 'it is not a finished run folder of train.py'
-    options = checkpoint.read_json(run, 'options.json', advice)
+    options = run_folder.read_json(run, 'options.json', advice)
     if options is None or not os.path.isfile(os.path.join(run, 'log')):
         raise UserError('{} has no options.json or no log; {}'.format(
             run, advice))
-    checkpoint.save_model(os.path.join(out, checkpoint.MODEL_FILE), model,
+    model_file.save(os.path.join(out, model_file.NAME), model,
                           dtype)
     files.write_json(os.path.join(out, 'options.json'),
                           shipped_options(options))

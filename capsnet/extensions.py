@@ -31,7 +31,7 @@ from chainer import training
 from chainer.training import extensions as chainer_extensions
 from chainer.training import triggers
 
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet import kernels
 from capsnet.errors import Interrupted
 from capsnet.errors import UserError
@@ -293,8 +293,8 @@ class SaveBestModel(chainer.training.Extension):
         self.model = model
 
     def __call__(self, trainer):
-        checkpoint.save_model(os.path.join(trainer.out,
-                                           checkpoint.MODEL_FILE), self.model)
+        model_file.save(os.path.join(trainer.out,
+                                           model_file.NAME), self.model)
 
 
 class AtomicPlotReport(chainer_extensions.PlotReport):

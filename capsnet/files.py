@@ -2,7 +2,7 @@
 old file or the new one, never half of one: each is written under a
 temporary name beside it and renamed over it.
 
-Temporary names are ``.NAME.PID.partial``; checkpoint.remove_partial_files
+Temporary names are ``.NAME.PID.partial``; run_folder.remove_partial_files
 deletes those a killed run left in its folder.
 """
 import json

@@ -21,7 +21,7 @@ import numpy
 import chainer
 
 from capsnet import analysis
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet import cli
 from capsnet import doubt
 from capsnet import files
@@ -194,8 +194,8 @@ def load(path, gpu=-1):
     """The model in ``path`` (a save folder of train.py, or a model .npz)
     ready for inference, on the CPU (gpu=-1) or on GPU ``gpu``."""
     device = cli.get_device(gpu)
-    path = checkpoint.model_path(path)
-    model = checkpoint.load_model(path)
+    path = model_file.path_for(path)
+    model = model_file.load(path)
     model.to_device(device)
     return Model(model, device, doubt.read(path))
 

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import capsnet  # noqa: E402,F401  (before Chainer: it mends its imports)
 import chainer  # noqa: E402
 
-from capsnet import checkpoint  # noqa: E402
+from capsnet import model_file  # noqa: E402
 from capsnet import cli  # noqa: E402
 from capsnet import data  # noqa: E402
 from capsnet import multimnist  # noqa: E402
@@ -52,7 +52,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    model = checkpoint.load_model(checkpoint.model_path(args.load))
+    model = model_file.load(model_file.path_for(args.load))
     arrays = data.load('mnist', args.data_dir)
     sets = {'validation': tuple(a[-VAL_SIZE:] for a in arrays['train']),
             'test': arrays['test']}

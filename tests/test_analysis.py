@@ -11,7 +11,7 @@ import chainer
 from chainer.datasets import TupleDataset
 
 from capsnet import analysis
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet import data
 from capsnet import functions
 from capsnet.model import CapsNet
@@ -61,7 +61,7 @@ def test_accuracy_counts_the_longest_capsule(images):
 def shipped():
     """The shipped model and two fixture test digits of each class, in
     class order: (model, x (20, 1, 28, 28) in [0, 1], labels (20,))."""
-    model = checkpoint.load_model(os.path.join(ROOT, 'saved_model',
+    model = model_file.load(os.path.join(ROOT, 'saved_model',
                                                'model.npz'))
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
     picks = numpy.concatenate([numpy.flatnonzero(labels == d)[:2]

@@ -10,7 +10,7 @@ from PIL import ImageDraw
 from PIL import ImageFont
 
 import capsnet
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet import data
 from capsnet import doubt
 from conftest import DATA
@@ -33,7 +33,7 @@ def letter(path, text):
 
 
 def test_distance_is_the_l2_norm_of_image_minus_reconstruction():
-    model = checkpoint.load_model(os.path.join(SAVED, 'model.npz'))
+    model = model_file.load(os.path.join(SAVED, 'model.npz'))
     images, _ = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
     x = images[:3].astype(numpy.float32) / 255
     _, reconstruction = model(x)

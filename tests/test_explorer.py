@@ -17,7 +17,7 @@ import pytest
 
 import chainer
 from capsnet import analysis
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet import data
 from capsnet import explorer
 from conftest import DATA
@@ -36,7 +36,7 @@ HOW = ('apt-get install chromium chromium-driver (Debian) and pip install '
 
 @pytest.fixture(scope='module')
 def model():
-    return checkpoint.load_model(os.path.join(MODEL, 'model.npz'))
+    return model_file.load(os.path.join(MODEL, 'model.npz'))
 
 
 @pytest.fixture(scope='module')

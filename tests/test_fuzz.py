@@ -15,7 +15,7 @@ import zlib
 import numpy
 import pytest
 
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet.model import CapsNet
 from conftest import MNIST_FIXTURE
 from conftest import ROOT
@@ -99,7 +99,7 @@ def mutate_model(rng, tmp):
                          'leaky_slope', 'shared_weights'])
 
     def change(arrays):
-        options = json.loads(str(arrays[checkpoint.OPTIONS_KEY]))
+        options = json.loads(str(arrays[model_file.OPTIONS_KEY]))
         if kind == 'missing':
             del arrays[key]
         elif kind == 'shape':
@@ -111,9 +111,9 @@ def mutate_model(rng, tmp):
         elif kind == 'option extra':
             options['unknown_{}'.format(rng.randint(100))] = 1
         if kind.startswith('option'):
-            arrays[checkpoint.OPTIONS_KEY] = numpy.array(json.dumps(options))
+            arrays[model_file.OPTIONS_KEY] = numpy.array(json.dumps(options))
         elif kind == 'options garbage':
-            arrays[checkpoint.OPTIONS_KEY] = numpy.array(
+            arrays[model_file.OPTIONS_KEY] = numpy.array(
                 pick(rng, ['{', '[]', '3', 'null']))
     rewrite_npz(MODEL, target, change)
     if kind == 'truncate':
@@ -173,7 +173,7 @@ def mutate_affnist(rng, tmp):
     import scipy.io
     model = tmp / 'model40.npz'
     numpy.random.seed(0)
-    checkpoint.save_model(str(model), CapsNet(in_size=40))
+    model_file.save(str(model), CapsNet(in_size=40))
     image = numpy.zeros((1600, 2), numpy.uint8)
     label = numpy.array([3, 7])
     kind = pick(rng, ['rows', 'count', 'label value', 'pixel value',
@@ -248,7 +248,7 @@ def test_mutated_run_folders_stop_with_one_line(reader, tmp_path,
 def test_mutated_request_bodies_get_a_400(tmp_path):
     """The server's JSON body: each mutation of a valid request is answered
     400 with an error, and the server goes on answering."""
-    with explorer_server(checkpoint.load_model(MODEL)) as url:
+    with explorer_server(model_file.load(MODEL)) as url:
         rng = numpy.random.RandomState(0)
         valid = [0.5] * 784
 

@@ -339,8 +339,8 @@ def test_dft_matrices_are_copied_to_each_device_once():
 
 
 def test_the_server_answers_from_the_models_gpu():
-    from capsnet import checkpoint
-    model = checkpoint.load_model(os.path.join(ROOT, 'saved_model',
+    from capsnet import model_file
+    model = model_file.load(os.path.join(ROOT, 'saved_model',
                                                'model.npz'))
     image = [0.0] * 784
     with explorer_server(model) as url:

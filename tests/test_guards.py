@@ -291,7 +291,7 @@ def test_a_damaged_file_in_the_folder_is_named_with_what_to_do(
     ({'dropout': 0.5}, False),                     # another architecture
 ])
 def test_a_folder_made_before_an_option_existed_resumes(tmp_path, saved, ok):
-    from capsnet import checkpoint
+    from capsnet import run_folder
     from capsnet.errors import UserError
     from capsnet.model import CapsNet
     model = CapsNet(reconstruct=False)
@@ -299,19 +299,19 @@ def test_a_folder_made_before_an_option_existed_resumes(tmp_path, saved, ok):
     (tmp_path / 'options.json').write_text(json.dumps(
         {'model': dict(options, **saved)}))
     if ok:
-        checkpoint.check_run_folder(str(tmp_path), model)
+        run_folder.check(str(tmp_path), model)
     else:
         with pytest.raises(UserError, match='other model options'):
-            checkpoint.check_run_folder(str(tmp_path), model)
+            run_folder.check(str(tmp_path), model)
 
 
 def test_a_baseline_saved_before_dropout_after_existed_keeps_both(tmp_path):
-    from capsnet import checkpoint
+    from capsnet import model_file
     from capsnet.model import BaselineCNN
     model = BaselineCNN(dropout_after='both')
     del model.options['dropout_after']
-    checkpoint.save_model(str(tmp_path / 'old.npz'), model)
-    loaded = checkpoint.load_model(str(tmp_path / 'old.npz'))
+    model_file.save(str(tmp_path / 'old.npz'), model)
+    loaded = model_file.load(str(tmp_path / 'old.npz'))
     assert loaded.options['dropout_after'] == 'both'
 
 
@@ -339,11 +339,11 @@ def test_a_model_files_options_are_checked_before_it_is_built(
     """Rewritten options of the shipped model: one line naming the option,
     never a model built from them (in_size 1000 would ask for 40 GB)."""
     import json as json_module
-    from capsnet import checkpoint
+    from capsnet import model_file
     with numpy.load(os.path.join(ROOT, 'saved_model', 'model.npz')) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    options = json_module.loads(str(arrays[checkpoint.OPTIONS_KEY]))
-    arrays[checkpoint.OPTIONS_KEY] = numpy.array(json_module.dumps(
+    options = json_module.loads(str(arrays[model_file.OPTIONS_KEY]))
+    arrays[model_file.OPTIONS_KEY] = numpy.array(json_module.dumps(
         dict(options, **change)))
     numpy.savez(tmp_path / 'model.npz', **arrays)
     refuses(message, 'analyze.py', '--load', str(tmp_path / 'model.npz'),

@@ -9,7 +9,7 @@ import pytest
 import chainer
 from chainer import gradient_check
 
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet import functions
 from capsnet import routing
 from capsnet.ops import Ops
@@ -134,7 +134,7 @@ def test_a_router_from_outside_the_package_trains_and_evaluates(tmp_path):
              '--router', 'mean')
     assert json.loads((out / 'options.json').read_text())['model'][
         'router'] == 'mean'
-    model = checkpoint.load_model(str(out / 'model.npz'))
+    model = model_file.load(str(out / 'model.npz'))
     assert isinstance(model.router, mean_router.Mean)
     report = json.loads(run_here('analyze.py', '--load', str(out), *DATA,
                                  '--test-size', '50', '--evaluate').stdout)

@@ -8,7 +8,7 @@ import chainer
 import pytest
 
 from capsnet import analysis
-from capsnet import checkpoint
+from capsnet import model_file
 from capsnet import data
 from capsnet import evaluation
 from capsnet.model import CapsNet
@@ -25,7 +25,7 @@ MULTI = os.path.join(SAVED, 'multimnist')
     (MULTI, 36, 25e6),     # stored in half precision
 ])
 def test_saved_model_is_the_papers_architecture(folder, in_size, max_bytes):
-    model = checkpoint.load_model(checkpoint.model_path(folder))
+    model = model_file.load(model_file.path_for(folder))
     assert model.options == dict(n_classes=10, router='dynamic', routing=3,
                                  reconstruct=True, shared_weights=False,
                                  leaky_slope=0.0, capsule_bias=False,
@@ -49,7 +49,7 @@ def test_saved_model_options_name_no_path_of_the_training_machine(folder):
 
 
 def test_saved_model_accuracy_on_the_fixture():
-    model = checkpoint.load_model(checkpoint.model_path(SAVED))
+    model = model_file.load(model_file.path_for(SAVED))
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
     accuracy = analysis.accuracy(model, images, labels,
                                  chainer.get_device('@numpy'))
@@ -59,7 +59,7 @@ def test_saved_model_accuracy_on_the_fixture():
 
 
 def test_saved_multimnist_model_names_both_digits_of_the_fixture_pairs():
-    model = checkpoint.load_model(checkpoint.model_path(MULTI))
+    model = model_file.load(model_file.path_for(MULTI))
     images, labels = data.load('mnist', MNIST_FIXTURE, ('test',))['test']
     result = evaluation.report(model, images, labels,
                                chainer.get_device('@numpy'), 256, multi=True)

@@ -137,8 +137,9 @@ def test_init_continues_a_shipped_model_where_its_schedule_left_off(
     assert first['validation/main/accuracy'] == pytest.approx(
         best['validation/main/accuracy'], abs=1e-6)
     # continued from the continuation, the counts add up
-    from capsnet import checkpoint
-    assert checkpoint.init_from(str(out), checkpoint.load_model(
+    from capsnet import model_file
+    from capsnet import run_folder
+    assert run_folder.init_from(str(out), model_file.load(
         str(out / 'model.npz'))) == (best['iteration'] + 4,
                                      best['epoch'] + 1)
     refuses('holds a model of other options than this run builds (routing '

@@ -1,135 +1,18 @@
-"""Model files and snapshots, written atomically (capsnet/files.py).
-
-A model file is an .npz of a model's parameters plus its architecture and
-constructor options under ``OPTIONS_KEY``, so it rebuilds its own model.
+"""Run folders: the options.json, log and snapshots a training run writes
+(train.py --save), resumed from, and started from (--init).
 """
 import glob
 import json
 import os
 import re
 import shutil
-import zipfile
-import zlib
-
-import numpy
 
 from chainer import serializers
 
-from capsnet import options
-from capsnet.files import atomic_write
+from capsnet import model_file
 from capsnet.errors import UserError
-from capsnet.model import ARCHITECTURES
-from capsnet.routing import ROUTERS
 
-OPTIONS_KEY = 'capsnet_options'
-MODEL_FILE = 'model.npz'
 SNAPSHOT_FORMAT = 'snapshot_iter_{.updater.iteration}'
-# What a broken or foreign .npz raises while it is opened or read.
-_READ_ERRORS = (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
-                zlib.error)
-
-
-def save_model(path, model, dtype=None):
-    """Parameters and options of ``model`` to the .npz file ``path``; with
-    ``dtype`` (numpy.float16 halves the file), its float arrays in that
-    type, which load_model casts back to the model's."""
-    serializer = serializers.DictionarySerializer()
-    serializer.save(model)
-    arrays = dict(serializer.target)
-    for name, array in arrays.items():
-        if dtype and array.dtype.kind == 'f':
-            with numpy.errstate(over='ignore'):     # refused below instead
-                arrays[name] = array.astype(dtype)
-            if numpy.isfinite(array).all() and not numpy.isfinite(
-                    arrays[name]).all():
-                raise UserError('{} holds values beyond {}: keep '
-                                'float32'.format(name,
-                                                 numpy.dtype(dtype).name))
-    arrays[OPTIONS_KEY] = numpy.array(json.dumps(
-        dict(model.options, arch=model.arch)))
-    # uncompressed: zlib took 1.5 s for 7% of a CapsNet's 33 MB
-    atomic_write(path, lambda f: numpy.savez(f, **arrays))
-
-
-def model_path(load):
-    """--load names a save folder or a model file."""
-    return os.path.join(load, MODEL_FILE) if os.path.isdir(load) else load
-
-
-def _read_npz(path, read):
-    """``read(npz)`` on the .npz file ``path`` with pickle refused, so that
-    no file can run code when it is loaded; the reason it failed, or None."""
-    try:
-        with numpy.load(path, allow_pickle=False) as npz:
-            read(npz)
-    except ValueError as e:
-        if 'allow_pickle' in str(e):
-            return ('it needs pickle (it holds Python objects, or is no .npz '
-                    'archive at all), which capsnet never writes and refuses '
-                    'to load, since unpickling can run code')
-        return '{} ({})'.format(type(e).__name__, e)
-    except _READ_ERRORS as e:
-        return '{} ({})'.format(type(e).__name__, e)
-    return None
-
-
-# Parameters that moved, by the name files written before the move hold:
-# the capsule bias became dynamic routing's own
-RENAMED = {'digit_b': 'router/bias'}
-
-
-def _renamed(npz):
-    """The arrays of ``npz`` by name, the old names of RENAMED as today's,
-    wherever they stand in a path ('updater/model:main/model/digit_b')."""
-    arrays = {}
-    for key in npz.files:
-        parts = key.split('/')
-        arrays['/'.join(RENAMED.get(part, part) for part in parts)] = npz[key]
-    return arrays
-
-
-def _check_options(path, architecture, given):
-    """Each option a model file holds is one that ``architecture`` declares,
-    of its type and within what the model can be built with."""
-    wrong = options.check(architecture.OPTIONS, given,
-                          'a {} model'.format(architecture.arch))
-    if wrong and wrong[0] == 'router':
-        raise UserError('{}: option router holds {!r}; it names no router '
-                        'registered here (there are {}): import the module '
-                        'that registers it first'.format(
-                            path, wrong[1], ', '.join(sorted(ROUTERS))))
-    if wrong:
-        raise UserError('{}: option {} holds {!r}; it {}'.format(path,
-                                                                 *wrong))
-
-
-def load_model(path):
-    """Rebuild the model saved in ``path``, on the CPU."""
-    if not os.path.isfile(path):
-        raise UserError('no model file at {}'.format(path))
-    models = []
-
-    def read(npz):
-        if OPTIONS_KEY not in npz.files:
-            raise UserError('{} is not a capsnet model file (it has no '
-                            '{})'.format(path, OPTIONS_KEY))
-        held = json.loads(str(npz[OPTIONS_KEY]))
-        # files without 'arch' predate the baseline: CapsNets
-        arch = held.pop('arch', 'capsnet')
-        if arch not in ARCHITECTURES:
-            raise UserError('{}: its {} names the architecture {!r}; capsnet '
-                            'has {}'.format(path, OPTIONS_KEY, arch,
-                                            ', '.join(ARCHITECTURES)))
-        architecture = ARCHITECTURES[arch]
-        held = dict(architecture.IMPLICIT_OPTIONS, **held)
-        _check_options(path, architecture, held)
-        models.append(architecture(**held))
-        serializers.NpzDeserializer(_renamed(npz)).load(models[0])
-
-    failure = _read_npz(path, read)
-    if failure:
-        raise UserError('cannot load model {}: {}'.format(path, failure))
-    return models[0]
 
 
 def read_json(directory, name, advice):
@@ -150,7 +33,7 @@ def read_json(directory, name, advice):
             e, advice))
 
 
-def check_run_folder(directory, model):
+def check(directory, model):
     """Before a run uses ``directory``: its options.json and log, if any,
     must be readable, and it must hold a model with ``model``'s options."""
     options = read_json(directory, 'options.json', 'delete it if this folder '
@@ -211,13 +94,14 @@ def latest_snapshot(directory):
 
 def load_snapshot(path, trainer):
     """Restore the whole training state (model, optimizer, iterator, log)."""
-    failure = _read_npz(path, lambda npz: serializers.NpzDeserializer(
-        _renamed(npz)).load(trainer))
+    failure = model_file.read_npz(path, lambda npz: serializers.NpzDeserializer(
+        model_file.renamed(npz)).load(trainer))
     if not failure:
         return
-    model_file = []
-    _read_npz(path, lambda npz: model_file.append(OPTIONS_KEY in npz.files))
-    if any(model_file):
+    is_model = []
+    model_file.read_npz(path, lambda npz: is_model.append(
+        model_file.OPTIONS_KEY in npz.files))
+    if any(is_model):
         raise UserError('cannot resume from {}: it is a model file, not a '
                         'snapshot; --resume takes a snapshot_iter_N file of '
                         'a run folder'.format(path))
@@ -230,7 +114,7 @@ def load_snapshot(path, trainer):
         'snapshot_iter_N file of a run with the same options'))
 
 
-def _trained_so_far(directory):
+def trained_so_far(directory):
     """(iterations, epochs) that trained the model of the run or shipped
     folder ``directory``: those of the log entry at which it was saved (the
     first with the best validation accuracy, else the last entry), plus
@@ -254,8 +138,8 @@ def init_from(path, model):
     folder's model.npz), which must have been built with the same options;
     returns (iterations, epochs) that trained it, where its folder's log
     says so, else (0, 0)."""
-    path = model_path(path)
-    trained = load_model(path)
+    path = model_file.path_for(path)
+    trained = model_file.load(path)
     ignored = ('class_names',)      # fine-tuning may name the classes anew
     theirs, ours = ({key: value for key, value in options.items()
                      if key not in ignored}
@@ -270,4 +154,4 @@ def init_from(path, model):
                         'run builds ({}; the file\'s first)'.format(
                             path, ', '.join(differ)))
     model.copyparams(trained)
-    return _trained_so_far(os.path.dirname(path) or '.')
+    return trained_so_far(os.path.dirname(path) or '.')
