@@ -221,12 +221,13 @@ class Length(chainer.Function):
 
     def forward(self, inputs):
         v, = inputs
-        self.length = numpy.sqrt((v * v).sum(axis=-1) + v.dtype.type(EPS))
-        return self.length,
+        self.retain_outputs((0,))
+        return numpy.sqrt((v * v).sum(axis=-1) + v.dtype.type(EPS)),
 
     def backward(self, inputs, grad_outputs):
         v, = inputs
-        return (grad_outputs[0] / self.length)[..., None] * v,
+        length, = self.output_data
+        return (grad_outputs[0] / length)[..., None] * v,
 
 
 def length(v, axis=-1):
@@ -254,6 +255,7 @@ class MarginLoss(chainer.Function):
         below = present * xp.maximum(self.m_pos - lengths, 0)
         above = (1 - present) * xp.maximum(lengths - self.m_neg, 0)
         mean = self.scale / len(lengths)
+        self.retain_inputs(())          # the slope is all backward needs
         self.slope = (2 * self.lam * above - 2 * below) * mean
         loss = ((below * below).sum() + self.lam * (above * above).sum())
         return xp.asarray(loss * mean, dtype=lengths.dtype),
@@ -305,12 +307,13 @@ class Decoder(chainer.Function):
         for W, b in zip(Ws[:-1], bs[:-1]):
             self.h.append(xp.maximum(self.h[-1].dot(W.T) + b, 0))
         z = self.h[-1].dot(Ws[-1].T) + bs[-1]
-        self.y = xp.tanh(z * z.dtype.type(0.5)) * 0.5 + 0.5  # sigmoid(z)
-        return self.y,
+        self.retain_outputs((0,))
+        return xp.tanh(z * z.dtype.type(0.5)) * 0.5 + 0.5,  # sigmoid(z)
 
     def backward(self, inputs, grad_outputs):
         Ws = inputs[1::2]
-        g = grad_outputs[0] * self.y * (1 - self.y)  # at the last layer
+        y, = self.output_data
+        g = grad_outputs[0] * y * (1 - y)           # at the last layer
         grads = []
         for k in reversed(range(len(Ws))):
             grads[:0] = [g.T.dot(self.h[k]), g.sum(axis=0)]
