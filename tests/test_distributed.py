@@ -133,8 +133,9 @@ def test_a_bug_on_one_process_ends_the_job_with_its_traceback(tmp_path):
         result.stderr[-3000:]
 
 
-def test_table1_trains_its_runs_over_processes(tmp_path):
-    result = run('experiments/table1.py', '--epochs', '1', '--seeds', '0',
+def test_a_grid_trains_its_runs_over_processes(tmp_path):
+    result = run('experiments/grid.py', 'table1', '--epochs', '1',
+                 '--seeds', '0',
                  '--rows', 'r1', '--train-size', '32', '-b', '8',
                  '--val-size', '50', '--test-size', '20', *DATA, '--out',
                  str(tmp_path), '--communicator', 'naive',

@@ -21,7 +21,7 @@ from conftest import TINY
 from conftest import run_here
 from conftest import script_module
 
-SCRIPTS = ['train.py', 'analyze.py', 'experiments/table1.py',
+SCRIPTS = ['train.py', 'analyze.py', 'experiments/grid.py',
            'bench/benchmark.py', 'bench/convolution.py']
 # zero, negative, not a number, infinite, huge (as a float and as an int);
 # given as --flag=VALUE, since argparse reads a lone '-inf' as a flag
@@ -48,10 +48,10 @@ def base_args(script, model, folder):
         'train.py': [*TINY, '-e', '1', '--save', folder],
         'analyze.py': ['--load', model, *DATA, '--test-size', '50',
                        '--evaluate'],
-        'experiments/table1.py': ['--epochs', '1', '--seeds', '3', '--rows',
-                                  'r1', '--train-size', '16', '-b', '16',
-                                  '--val-size', '50', '--test-size', '20',
-                                  *DATA, '--out', folder],
+        'experiments/grid.py': ['table1', '--epochs', '1', '--seeds', '3',
+                                '--rows', 'r1', '--train-size', '16', '-b',
+                                '16', '--val-size', '50', '--test-size', '20',
+                                *DATA, '--out', folder],
         'bench/benchmark.py': ['--batch', '2', '--steps', '1', '--warmup',
                                '1'],
         'bench/convolution.py': ['--batches', '1', '--steps', '1'],
