@@ -315,13 +315,13 @@ def main(argv=None):
     command = 'python experiments/grid.py ' + ' '.join(
         shlex.quote(a) for a in argv)
 
-    results = {}
-    for row in grid.rows:
-        if args.rows and row.key not in args.rows:
-            continue
-        for seed in args.seeds:
+    # seed by seed, so that a grid cut off early has every row once
+    rows = [row for row in grid.rows if not args.rows or row.key in args.rows]
+    results = {row.key: [] for row in rows}
+    for seed in args.seeds:
+        for row in rows:
             result = run_cell(out, row, seed, grid, args)
-            results.setdefault(row.key, []).append(result)
+            results[row.key].append(result)
             print('{} seed {}: {:.2f}% test error'.format(
                 row.key, seed, result['error_percent']), flush=True)
     table = markdown(grid, results, args, command)
