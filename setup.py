@@ -17,6 +17,9 @@ setup(
         'cuda12': ['cupy-cuda12x>=14'],
         'cuda13': ['cupy-cuda13x>=14'],
         'mpi': ['mpi4py>=4', 'mpich>=4'],
+        # the PyTorch references of bench/ (docs/speed.md's tables used 2.13.0,
+        # the CPU build)
+        'bench': ['torch==2.13.0'],
         'test': ['pytest>=7', 'selenium>=4.10', 'mpi4py>=4', 'mpich>=4'],
     },
     license='MIT',

@@ -6,16 +6,16 @@
 #
 #   bash bench/gpu_check.sh DIR [REFERENCE]
 #
-# DIR: a folder of the four MNIST IDX files. REFERENCE: a PyTorch CapsNet
-# benchmark script that prints the JSON of bench/benchmark.py; without it
-# the side-by-side step is left out, and says so. PYTHON (default
+# DIR: a folder of the four MNIST IDX files. REFERENCE: the PyTorch CapsNet
+# benchmark script (default bench/torch_reference.py). PYTHON (default
 # .venv/bin/python) has capsnet's requirements and CuPy; TORCH_PYTHON
-# (default python3) has PyTorch. Everything is printed, and kept in OUT
+# (default python3) has PyTorch with CUDA: where it has no torch, the
+# side-by-side step is left out, and says so. Everything is printed, and kept in OUT
 # (default gpu_check/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: bash bench/gpu_check.sh DIR [REFERENCE]}
-reference=${2:-}
+reference=${2:-bench/torch_reference.py}
 python=${PYTHON:-.venv/bin/python}
 torch_python=${TORCH_PYTHON:-python3}
 out=${OUT:-gpu_check}
@@ -40,14 +40,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv \
 
 step tests env CAPSNET_REQUIRE_GPU=1 "$python" -m pytest -n 0 -p no:cacheprovider \
     tests/test_gpu.py
-if [ -n "$reference" ]; then
+if "$torch_python" -c "import torch" 2>/dev/null; then
     for batch in 128 32; do
         step "side_by_side_$batch" "$python" bench/side_by_side.py -g 0 \
             --batch "$batch" --pairs 3 --steps 20 --warmup 3 --reference \
             "$torch_python bench/torch_on_gpu.py $reference"
     done
 else
-    echo "=== side_by_side: left out (no REFERENCE given)"
+    echo "=== side_by_side: left out ($torch_python has no torch)"
 fi
 # what the six small fused kernels buy on this GPU (on 2 CPU cores: 7-9%
 # at batch 1, nothing measurable at 32 and 128; docs/speed.md)

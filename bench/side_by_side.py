@@ -2,15 +2,19 @@
 """Alternate this project's benchmark with a reference (A B A B ...) and
 print the medians and their ratio as a markdown table.
 
-    python bench/side_by_side.py --pairs 3 \\
-        --reference "/tmp/torchref/bin/python ../shared/bench/torch_capsnet.py"
+    pip install -e ".[bench]"         # torch, for the default references
+    python bench/side_by_side.py --pairs 3
     python bench/side_by_side.py --model baseline --batch 32 --steps 3 \\
-        --warmup 1 --reference "/tmp/torchref/bin/python \\
-        ../shared/bench/torch_baseline.py"
+        --warmup 1
+    python bench/side_by_side.py --reference "python DIR/bench/benchmark.py"
 
-Both commands get the same --batch/--steps/--warmup and print one JSON line
-with train_img_s, eval_img_s and max_rss_mib. The machines here are shared
-and noisy, so only the ratio of runs made side by side means much.
+The reference is by default the same model in plain PyTorch
+(bench/torch_reference.py); --reference takes any command that prints one
+JSON line with train_img_s, eval_img_s and max_rss_mib, such as this
+project's benchmark.py in a `git worktree` of older code, and --command
+replaces this project's side the same way. Both get the same
+--batch/--steps/--warmup. The machines here are shared and noisy, so only
+the ratio of runs made side by side means much.
 """
 import argparse
 import json
@@ -31,10 +35,13 @@ def run(command):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('--reference', required=True,
-                   help='command line of the reference benchmark')
     p.add_argument('--model', default='capsnet',
-                   choices=['capsnet', 'baseline'], help="this project's model")
+                   choices=['capsnet', 'baseline'], help='the model of both')
+    p.add_argument('--reference', help='command line of the reference '
+                   'benchmark (default: bench/torch_reference.py --model '
+                   'MODEL)')
+    p.add_argument('--command', help="command line of this project's side "
+                   '(default: bench/benchmark.py --model MODEL -g GPU)')
     p.add_argument('--pairs', type=int, default=3)
     p.add_argument('--batch', type=int, default=128)
     p.add_argument('--steps', type=int, default=5)
@@ -49,10 +56,13 @@ def main():
 
     common = ['--batch', str(args.batch), '--steps', str(args.steps),
               '--warmup', str(args.warmup)]
-    ours = [sys.executable,
-            os.path.join(os.path.dirname(__file__), 'benchmark.py'), *common,
-            '-g', str(args.gpu), '--model', args.model]
-    reference = shlex.split(args.reference) + common
+    here = os.path.dirname(os.path.abspath(__file__))
+    ours = (shlex.split(args.command) if args.command else [
+        sys.executable, os.path.join(here, 'benchmark.py'), '-g',
+        str(args.gpu), '--model', args.model]) + common
+    reference = (shlex.split(args.reference) if args.reference else [
+        sys.executable, os.path.join(here, 'torch_reference.py'),
+        '--model', args.model]) + common
     results = {args.model: [], 'reference': []}
     for _ in range(args.pairs):
         results[args.model].append(run(ours))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the PyTorch reference benchmark (written for the CPU) on CUDA.
 
-    python bench/torch_on_gpu.py ../shared/bench/torch_capsnet.py --batch 128
+    python bench/torch_on_gpu.py bench/torch_reference.py --batch 128
 
 Its tensors and model go to the default device, here set to CUDA, and every
 time.perf_counter() read first waits for the GPU, so each timed step is

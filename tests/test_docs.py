@@ -89,3 +89,47 @@ def test_every_command_names_flags_its_script_accepts(page):
     assert not unknown, unknown
     if os.path.basename(page) in ('README.md', 'training.md', 'speed.md'):
         assert checked > 3            # the walk saw this page's commands
+
+
+def paths_outside(command):
+    """The words of a command that name a path in the temporary directory
+    or outside the repository (DIR-like placeholders are fine)."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        words = command.split()
+    outside = []
+    for k, word in enumerate(words):
+        if k and words[k - 1] in ('GET', 'POST'):
+            continue                    # a route of the explorer's server
+        for path in re.split(r'[=:"\'()]', word):
+            if re.match(r'(https?|file|mailto)$', path):
+                break                   # a URL, not a path
+            if (path.startswith('/') and path not in ('/', '//')) or \
+                    re.search(r'(^|/)\.\.(/|$)', path):
+                outside.append(word)
+                break
+    return outside
+
+
+def test_the_path_walk_finds_temporary_and_outside_paths():
+    assert paths_outside('git worktree add /tmp/before f0d57bf') == [
+        '/tmp/before']
+    assert paths_outside('train.py --data-dir ../shared/data/mnist') == [
+        '../shared/data/mnist']
+    assert paths_outside('x --reference "$root/../shared/b.py -b 1"') == [
+        '$root/../shared/b.py -b 1']
+    assert paths_outside('python bench/side_by_side.py --reference '
+                         '"python DIR/bench/benchmark.py"') == []
+    assert paths_outside('train.py --data-dir DIR --save runs/a') == []
+    assert paths_outside('POST /capsules') == []
+
+
+@pytest.mark.parametrize('page', PAGES, ids=page_id)
+def test_no_command_names_a_path_outside_the_repository(page):
+    """A reader has a clone: commands name folders in it, or DIR-like
+    placeholders, never this machine's temporary or sibling folders."""
+    found = [(command, paths_outside(command))
+             for command in commands(open(page).read())
+             if paths_outside(command)]
+    assert not found, found
