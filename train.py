@@ -215,9 +215,13 @@ def main(argv=None):
                 args.lr * args.lr_decay ** args.init_epoch, args.lr_min),
             target=args.lr_min or None), trigger=(1, 'epoch'))
     # uncompressed: zlib took 2.75 s for the 99 MB of a CapsNet snapshot;
-    # written before training goes on, so that a killed run has it
+    # written before training goes on, so that a killed run has it. A
+    # snapshot is written whole or not at all, so one process keeps one;
+    # processes keep two, since one may be killed before writing the
+    # iteration the others wrote, and they resume from one they all have.
     trainer.extend(cluster.snapshot(extensions.snapshot(
-        filename=run_folder.SNAPSHOT_FORMAT, n_retains=2,
+        filename=run_folder.SNAPSHOT_FORMAT,
+        n_retains=1 if cluster.size == 1 else 2,
         savefun=functools.partial(chainer.serializers.save_npz,
                                   compression=False))), trigger=writes)
     if cluster.is_root:         # one writer of the model, log and plots
