@@ -13,6 +13,7 @@ from conftest import script_module
 PAGES = [os.path.join(ROOT, 'README.md')] + sorted(
     glob.glob(os.path.join(ROOT, 'docs', '*.md')))
 SCRIPTS = ['train.py', 'analyze.py', 'experiments/grid.py',
+           'experiments/shapes.py',
            'experiments/multimnist_gap.py', 'capsnet/doubt.py',
            'bench/benchmark.py', 'bench/side_by_side.py',
            'bench/convolution.py', 'capsnet/export.py']

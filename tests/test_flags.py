@@ -22,6 +22,7 @@ from conftest import run_here
 from conftest import script_module
 
 SCRIPTS = ['train.py', 'analyze.py', 'experiments/grid.py',
+           'experiments/shapes.py',
            'bench/benchmark.py', 'bench/convolution.py']
 # zero, negative, not a number, infinite, huge (as a float and as an int);
 # given as --flag=VALUE, since argparse reads a lone '-inf' as a flag
@@ -52,6 +53,8 @@ def base_args(script, model, folder):
                                 '--rows', 'r1', '--train-size', '16', '-b',
                                 '16', '--val-size', '50', '--test-size', '20',
                                 *DATA, '--out', folder],
+        'experiments/shapes.py': [os.path.join(folder + '.npz'), '-n',
+                                  '4'],
         'bench/benchmark.py': ['--batch', '2', '--steps', '1', '--warmup',
                                '1'],
         'bench/convolution.py': ['--batches', '1', '--steps', '1'],
