@@ -312,9 +312,13 @@ def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
     """Weights, optimizer state, data order and shifts all carry over: the
     final snapshot equals the uninterrupted run's, array for array."""
     resumed = tmp_path / 'resumed'
-    run_here('train.py', *TINY, '--save', str(resumed),
-             '--snapshot-interval', '3', '--resume',
-             str(trained / 'snapshot_iter_6'))
+    stopped = run('tests/faults.py', 'signal', 'INT', '6', 'train.py',
+                  *TINY, '--save', str(resumed), '--snapshot-interval', '3',
+                  check=False)
+    assert 'SIGINT at iteration 6' in stopped.stderr, stopped.stderr[-2000:]
+    result = run_here('train.py', *TINY, '--save', str(resumed),
+                      '--snapshot-interval', '3')
+    assert '(iteration 6)' in result.stdout
     assert_same_training_state(trained / 'snapshot_iter_8',
                                resumed / 'snapshot_iter_8')
 
@@ -347,8 +351,11 @@ def test_multimnist_trains_evaluates_and_renders_figure_5(trained, tmp_path):
     run_here('train.py', *multi, '--save', str(out))
     # resumed halfway, it draws the same pairs and ends in the same state;
     # the test pairs can be left out of training, as the long runs do
-    run_here('train.py', *multi, '--save', str(tmp_path / 'resumed'),
-             '--resume', str(out / 'snapshot_iter_2'), '--test-size', '0')
+    halfway = [*multi, '--save', str(tmp_path / 'resumed'), '--test-size',
+               '0']
+    run('tests/faults.py', 'signal', 'INT', '2', 'train.py', *halfway,
+        check=False)
+    assert '(iteration 2)' in run_here('train.py', *halfway).stdout
     assert_same_training_state(out / 'snapshot_iter_4',
                                tmp_path / 'resumed' / 'snapshot_iter_4')
     log = json.loads((tmp_path / 'resumed' / 'log').read_text())
