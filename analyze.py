@@ -137,7 +137,8 @@ def main(argv=None):
     if args.predict:
         return classify_files(args, predict.Model(model, device,
                                                   doubt.read(path)))
-    dataset = datasets.get(args.dataset, args.data_dir)
+    dataset = datasets.get(args.dataset, args.data_dir, subtract_ground=
+                           model.options['subtract_ground'])
     if args.affnist:
         images, labels = affine.read_affnist(args.affnist)
         if model.options['in_size'] != images.shape[-1]:

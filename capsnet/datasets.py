@@ -14,6 +14,7 @@ from chainer.datasets import TupleDataset
 
 from capsnet import custom_data
 from capsnet import data
+from capsnet import images
 from capsnet import multimnist
 from capsnet.errors import UserError
 from capsnet.options import MAX_SIDE
@@ -81,10 +82,19 @@ class MultiMNIST(Dataset):
 
 class OwnData(Dataset):
     """The user's labelled images, of any side the model takes, grey or
-    colour, with their class names (``classes``, known once loaded)."""
+    colour, with their class names (``classes``, known once loaded); with
+    ``subtract_ground`` (a new model's default, and what a model file
+    records), each image's ground taken to black."""
+
+    def __init__(self, name, data_dir=None, subtract_ground=True):
+        super().__init__(name, data_dir)
+        self.subtract_ground = subtract_ground
 
     def load(self, parts=('train', 'test')):
         arrays, self.classes = custom_data.load(self.name)
+        if self.subtract_ground:
+            arrays = {part: (images.subtract_ground(x), y) if x is not None
+                      else (x, y) for part, (x, y) in arrays.items()}
         return {part: arrays[part] for part in parts}
 
     def model_options(self, arrays, architecture, canvas=None):
@@ -97,12 +107,15 @@ class OwnData(Dataset):
                             'images of {} to {} pixels a side: pad or scale '
                             'them'.format(height, width, low, high))
         return dict(in_size=height, in_channels=channels,
-                    n_classes=len(self.classes), class_names=self.classes)
+                    n_classes=len(self.classes), class_names=self.classes,
+                    subtract_ground=self.subtract_ground)
 
 
-def get(name, data_dir=None, multimnist_shift=None):
+def get(name, data_dir=None, multimnist_shift=None, subtract_ground=True):
     """The description of --dataset ``name`` (with --data-dir, and
-    train.py's --multimnist-shift)."""
+    train.py's --multimnist-shift); ``subtract_ground``: your own images'
+    ground taken to black (a model's option of that name says whether it
+    was)."""
     if multimnist_shift is not None and name != 'multimnist':
         raise UserError('--multimnist-shift applies to --dataset multimnist '
                         'only')
@@ -112,7 +125,7 @@ def get(name, data_dir=None, multimnist_shift=None):
         return MultiMNIST(name, data_dir, multimnist.MAX_SHIFT
                           if multimnist_shift is None else multimnist_shift)
     if custom_data.is_custom(name):
-        return OwnData(name)
+        return OwnData(name, subtract_ground=subtract_ground)
     raise UserError('unknown dataset {!r}; choose from {}, multimnist, or '
                     'name a folder or .npz of your own'.format(
                         name, ', '.join(data.DATASETS)))

@@ -106,7 +106,8 @@ def main(argv=None):
     if not val_size:
         raise UserError('{} names no validation images; give --val-size'
                         .format(path))
-    dataset = datasets.get(args.dataset, args.data_dir)
+    dataset = datasets.get(args.dataset, args.data_dir, subtract_ground=
+                           model.options['subtract_ground'])
     if dataset.pairs:
         raise UserError('the doubt flag is for models of one object an '
                         'image, not MultiMNIST pairs')

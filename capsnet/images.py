@@ -80,3 +80,22 @@ def _normalised(image):
         ground = Image.new('RGBA', image.size, 'white')
         image = Image.alpha_composite(ground, image.convert('RGBA'))
     return image.convert('RGB' if colour else 'L'), colour
+
+
+def subtract_ground(x):
+    """Images (N, C, H, W) in [0, 1] -> the same with each image's ground
+    taken to black and its brightest pixel to white: |x - ground|, the
+    ground the median of the image's border, per channel, then scaled to a
+    maximum of 1. What stands out of the ground is all that is left, as on
+    MNIST's black ground, whatever the paper or the colour (an option of a
+    model of your own data: capsnet/model.py's DATA_OPTIONS). uint8 images
+    in [0, 255] come back as uint8, others as float32 in [0, 1]."""
+    as_bytes = numpy.asarray(x).dtype == numpy.uint8
+    x = numpy.asarray(x, dtype=numpy.float32) / (255 if as_bytes else 1)
+    border = numpy.concatenate([x[:, :, 0], x[:, :, -1], x[:, :, :, 0],
+                                x[:, :, :, -1]], axis=2)        # N, C, 4S
+    ground = numpy.median(border, axis=2)[:, :, None, None]
+    out = abs(x - ground)
+    out /= numpy.maximum(out.max(axis=(1, 2, 3), keepdims=True),
+                         numpy.float32(1e-6))
+    return numpy.round(out * 255).astype(numpy.uint8) if as_bytes else out

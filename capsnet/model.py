@@ -47,6 +47,10 @@ DATA_OPTIONS = (
            high=3, before=1),
     Option('class_names', list, None, "the classes' names, kept with the "
            'model (None: the class numbers)', before=None),
+    Option('subtract_ground', bool, False, "each image's ground taken to "
+           'black and its brightest pixel to white before the model sees '
+           'it (capsnet/images.py): set for your own data, where it is '
+           'seldom black', before=False),
 )
 
 

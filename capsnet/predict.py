@@ -27,6 +27,7 @@ from capsnet import doubt
 from capsnet import files
 from capsnet import images
 from capsnet.errors import UserError
+from capsnet.images import subtract_ground
 
 BOX = 20            # MNIST: the digit fits a 20x20 box in the 28x28 image
 INK = 0.2           # a pixel this bright (of the brightest) is part of it
@@ -116,7 +117,16 @@ class Model:
         return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
 
     def inputs(self, images):
-        """The model's input (N, C, S, S) float32 for ``images``."""
+        """The model's input (N, C, S, S) float32 for ``images``, made as
+        its training images were: their ground taken to black where the
+        model's options say so."""
+        x = self._sized(images)
+        return subtract_ground(x) if self.model.options[
+            'subtract_ground'] else x
+
+    def _sized(self, images):
+        """(N, C, S, S) float32 in [0, 1] of the model's side for
+        ``images``."""
         if isinstance(images, (str, os.PathLike)):
             images = [images]
         if isinstance(images, (list, tuple)) and images and isinstance(

@@ -140,7 +140,9 @@ def init_from(path, model):
     says so, else (0, 0)."""
     path = model_file.path_for(path)
     trained = model_file.load(path)
-    ignored = ('class_names',)      # fine-tuning may name the classes anew
+    # fine-tuning may name the classes anew, and take its own images'
+    # ground to black, as MNIST's is
+    ignored = ('class_names', 'subtract_ground')
     theirs, ours = ({key: value for key, value in options.items()
                      if key not in ignored}
                     for options in (trained.options, model.options))

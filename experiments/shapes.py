@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A small, easy dataset of your own, for measuring how soon a model learns
-it: filled shapes at random places, sizes and angles, written as the .npz
-that train.py --dataset takes.
+it: filled, upright shapes at random places and sizes (--rotate: at random
+angles too), written as the .npz that train.py --dataset takes.
 
     python experiments/shapes.py shapes.npz                      # 3 classes
     python experiments/shapes.py shapes10.npz --classes 10 --side 32 --colour
@@ -11,9 +11,8 @@ Grey images are dark shapes on a light, uneven ground (ink on paper, as a
 user's own drawings or scans come); --ground dark draws light shapes on a
 dark ground, as MNIST is. Colour images draw a shape of one random colour
 on a ground of another, at least --contrast apart. --subtract-ground
-then takes each image's ground (the median of its border, per channel) to
-black, |x - ground|, and its brightest pixel to white: what stands out of
-the ground is all that is left, as on MNIST's black ground.
+writes them as a model of your own data sees them (train.py takes your
+images' ground to black: capsnet/images.py).
 """
 import os
 import sys
@@ -24,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from capsnet import cli  # noqa: E402
 from capsnet import files  # noqa: E402
+from capsnet.images import subtract_ground  # noqa: E402
 
 SHAPES = ['circle', 'square', 'triangle', 'diamond', 'cross', 'ring',
           'bar', 'half-disc', 'hexagon', 'frame']
@@ -60,12 +60,12 @@ def inside(shape, y, x, radius):
     raise ValueError(shape)
 
 
-def draw(rng, shape, side, colour, ground, contrast):
+def draw(rng, shape, side, colour, ground, contrast, rotate):
     """One image (side, side, C) in [0, 1]."""
     channels = 3 if colour else 1
-    radius = rng.uniform(0.18, 0.32) * side
+    radius = rng.uniform(0.25, 0.4) * side
     centre = rng.uniform(radius, side - radius, size=2)
-    angle = rng.uniform(0, 2 * numpy.pi)
+    angle = rng.uniform(0, 2 * numpy.pi) if rotate else 0.0
     yy, xx = numpy.mgrid[:side, :side] + 0.5 - centre[:, None, None]
     y = numpy.cos(angle) * yy - numpy.sin(angle) * xx
     x = numpy.sin(angle) * yy + numpy.cos(angle) * xx
@@ -87,27 +87,17 @@ def draw(rng, shape, side, colour, ground, contrast):
     return numpy.clip(image, 0, 1)
 
 
-def subtract_ground(images):
-    """Images (N, S, S, C) in [0, 1]: |x - ground|, the ground the median
-    of each image's border per channel, scaled so each image's maximum is
-    1."""
-    border = numpy.concatenate([images[:, 0], images[:, -1], images[:, :, 0],
-                                images[:, :, -1]], axis=1)       # N, 4S, C
-    ground = numpy.median(border, axis=1)[:, None, None]
-    out = abs(images - ground)
-    return out / numpy.maximum(out.max(axis=(1, 2, 3), keepdims=True), 1e-6)
-
-
 def make(n, classes=3, side=28, colour=False, ground='light', contrast=0.4,
-         seed=0, ground_to_black=False):
+         seed=0, ground_to_black=False, rotate=False):
     """(x (n, side, side[, 3]) uint8, y (n,) int, class names)."""
     rng = numpy.random.default_rng(seed)
     labels = numpy.arange(n) % classes
     rng.shuffle(labels)
     images = numpy.stack([draw(rng, SHAPES[k], side, colour, ground,
-                               contrast) for k in labels])
-    if ground_to_black:
-        images = subtract_ground(images)
+                               contrast, rotate) for k in labels])
+    if ground_to_black:       # as train.py does to your own images
+        images = subtract_ground(images.transpose(0, 3, 1, 2)).transpose(
+            0, 2, 3, 1)
     if not colour:
         images = images[..., 0]
     return ((images * 255).round().astype(numpy.uint8),
@@ -123,6 +113,8 @@ def build_parser():
     p.add_argument('--colour', action='store_true')
     p.add_argument('--ground', choices=['light', 'dark'], default='light')
     p.add_argument('--contrast', type=cli.number(0, 0.9), default=0.4)
+    p.add_argument('--rotate', action='store_true',
+                   help='turn each shape by a random angle (harder)')
     p.add_argument('--subtract-ground', action='store_true')
     p.add_argument('--seed', type=cli.SEED, default=0)
     return p
@@ -132,7 +124,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     x, y, names = make(args.n, args.classes, args.side, args.colour,
                        args.ground, args.contrast, args.seed,
-                       args.subtract_ground)
+                       args.subtract_ground, args.rotate)
     files.atomic_write(args.out, lambda f: numpy.savez(
         f, x_train=x, y_train=y, class_names=numpy.array(names)))
     print('{}: {} images of {} classes, {}x{}{}'.format(

@@ -55,7 +55,8 @@ def test_a_class_folder_tree_trains_and_evaluates(tree, tmp_path):
              '--save', str(out))
     options = json.loads((out / 'options.json').read_text())
     assert options['model'] == dict(options['model'], n_classes=3, in_size=28,
-                                    in_channels=1, class_names=NAMES)
+                                    in_channels=1, class_names=NAMES,
+                                    subtract_ground=True)
     assert options['train']['val_size'] == 8          # a tenth of 81
     report = json.loads(run_here('analyze.py', '--load', str(out),
                                  '--dataset', str(tree),
@@ -191,3 +192,19 @@ def test_every_analysis_of_a_colour_model(colour_npz, tmp_path):
     assert inlined['images']['shape'] == [len(inlined['indices']),
                                           3 * 32 * 32]
     assert inlined['decoder'][4]['shape'] == [3 * 32 * 32, 1024]
+
+
+def test_digits_on_black_are_what_the_grounds_subtraction_leaves(tree):
+    """The arrays train.py batches stay uint8 in [0, 255]; MNIST's digits,
+    already light on black, come through unchanged, and the same digits as
+    ink on paper become them."""
+    from capsnet import datasets
+    as_made = datasets.get(str(tree)).load()['train'][0]
+    as_they_are = datasets.get(str(tree), subtract_ground=False).load()[
+        'train'][0]
+    assert as_made.dtype == as_they_are.dtype == numpy.uint8
+    # (a digit whose brightest pixel is under 255 is brightened to it)
+    numpy.testing.assert_allclose(as_made, as_they_are, atol=3)
+    from capsnet.images import subtract_ground
+    numpy.testing.assert_array_equal(subtract_ground(255 - as_they_are),
+                                     as_made)

@@ -39,9 +39,10 @@ def test_train_flags_come_from_the_declarations():
 def test_files_made_before_an_option_read_as_they_were_made():
     assert CapsNet.IMPLICIT_OPTIONS == dict(
         router='dynamic', capsule_bias=False, leaky_routing=False,
-        in_channels=1, class_names=None)
+        in_channels=1, class_names=None, subtract_ground=False)
     assert BaselineCNN.IMPLICIT_OPTIONS == dict(
-        dropout_after='both', in_channels=1, class_names=None)
+        dropout_after='both', in_channels=1, class_names=None,
+        subtract_ground=False)
 
 
 def test_check_names_the_first_wrong_option():

@@ -118,3 +118,24 @@ def test_predict_draws_a_figure_per_file(files, tmp_path):
              '--out', str(tmp_path / 'figures'))
     assert sorted(os.listdir(tmp_path / 'figures')) == [
         'predict_0_0.png', 'predict_1_1.png']
+
+
+def test_a_model_of_your_own_data_sees_each_images_ground_taken_to_black():
+    """As it was trained (train.py --dataset PATH): a dark shape on light
+    paper and the same shape light on black are one input."""
+    import chainer
+    from capsnet.images import subtract_ground
+    from capsnet.model import CapsNet
+    numpy.random.seed(0)
+    model = predict.Model(CapsNet(n_classes=3, in_size=20, class_names=[
+        'a', 'b', 'c'], subtract_ground=True), chainer.get_device('@numpy'))
+    ink = numpy.full((2, 20, 20), 200, dtype=numpy.uint8)
+    ink[0, 4:9, 4:12] = 30
+    ink[1, 10:16, 6:9] = 60
+    numpy.testing.assert_allclose(model.inputs(ink), subtract_ground(
+        ink[:, None] / numpy.float32(255)), atol=1e-6)
+    numpy.testing.assert_allclose(model.inputs(ink), model.inputs(
+        255 - ink), atol=1e-6)
+    _, as_ink = model.classify(ink)
+    _, as_light = model.classify(255 - ink)
+    numpy.testing.assert_allclose(as_ink, as_light, atol=1e-5)

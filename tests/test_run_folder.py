@@ -19,3 +19,16 @@ def test_partial_files_go_and_finished_ones_stay(tmp_path):
         (tmp_path / name / 'inside').write_bytes(b'x')
     run_folder.remove_partial_files(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(finished)
+
+
+def test_the_shipped_model_fine_tunes_on_your_own_digits():
+    """Your own data names its classes and takes its images' ground to
+    black; neither stops --init from the MNIST model."""
+    import numpy
+    from capsnet.model import CapsNet
+    from conftest import ROOT
+    numpy.random.seed(0)
+    model = CapsNet(subtract_ground=True, class_names=list('abcdefghij'))
+    trained = run_folder.init_from(os.path.join(ROOT, 'saved_model'), model)
+    assert trained[0] > 0
+    assert model.options['subtract_ground'] is True

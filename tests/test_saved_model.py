@@ -30,10 +30,11 @@ def test_saved_model_is_the_papers_architecture(folder, in_size, max_bytes):
                                  reconstruct=True, shared_weights=False,
                                  leaky_slope=0.0, capsule_bias=False,
                                  leaky_routing=False, in_size=in_size,
-                                 in_channels=1, class_names=None)
-    # the MNIST model was saved before --capsule-bias, your own data and
-    # the routers existed: it reads as without the bias, on grey MNIST
-    # digits, with dynamic routing
+                                 in_channels=1, class_names=None,
+                                 subtract_ground=False)
+    # the MNIST model was saved before --capsule-bias, your own data, the
+    # routers and the ground's subtraction existed: it reads as without
+    # the bias, on grey MNIST digits as they are, with dynamic routing
     with open(os.path.join(folder, 'options.json')) as f:
         assert dict(CapsNet.IMPLICIT_OPTIONS,
                     **json.load(f)['model']) == model.options
