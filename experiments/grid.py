@@ -19,7 +19,8 @@ goes to OUT/results/ROW-seedK.json: test error, parameters, seconds per
 epoch, whether the routing ran a fast kernel, the validation curve. Those
 small files are committed: a cell that has one is done and never runs
 again, wherever its run folder went. OUT/GRID.md (the table) and the
-validation curves (--figure) are remade from every finished cell.
+validation curves (--figure) are remade from every finished cell; --report
+remakes them alone, for a grid still running.
 """
 import collections
 import datetime
@@ -150,27 +151,29 @@ def cell_result(folder, evaluation, affine):
         'validation': [[e['epoch'], e['validation/main/accuracy']]
                        for e in validated],
         'blas_threads': os.environ.get('OPENBLAS_NUM_THREADS'),
-        'machine': '{} ({}, {} cores)'.format(platform.processor() or
-                                              platform.machine(),
-                                              platform.machine(),
-                                              os.cpu_count()),
+        'machine': '{}, {} cores'.format(platform.machine(),
+                                         os.cpu_count()),
         'finished': datetime.date.today().isoformat(),
     }
 
 
+def result_path(out, row, seed):
+    return os.path.join(out, 'results', '{}-seed{}.json'.format(row.key,
+                                                               seed))
+
+
 def run_cell(out, row, seed, grid, args):
     """Train and evaluate one cell unless it is done; its result."""
-    result_path = os.path.join(out, 'results', '{}-seed{}.json'.format(
-        row.key, seed))
-    if os.path.exists(result_path):
+    path = result_path(out, row, seed)
+    if os.path.exists(path):
         try:
-            with open(result_path) as f:
+            with open(path) as f:
                 result = json.load(f)
             float(result['error_percent'])      # what makes it a result
             return result
         except (ValueError, KeyError, TypeError) as e:
             raise UserError('{} is damaged ({}); delete it to run that cell '
-                            'again'.format(result_path, e))
+                            'again'.format(path, e))
     folder = os.path.join(out, 'runs', row.key, 'seed{}'.format(seed))
     data = ['--dataset', args.dataset] + (
         ['--data-dir', args.data_dir] if args.data_dir else []) + (
@@ -189,10 +192,13 @@ def run_cell(out, row, seed, grid, args):
 
     result = cell_result(folder, evaluate(),
                          evaluate('--affine') if grid.affine else None)
-    result.update(row=row.key, seed=seed, flags=[str(f) for f in
-                                                 row.flags + train + data])
-    os.makedirs(os.path.dirname(result_path), exist_ok=True)
-    files.write_json(result_path, result)
+    # the flags without this machine's data folder, which a reader's is not
+    flags = [str(f) for f in row.flags + train + data]
+    if args.data_dir:
+        flags[flags.index('--data-dir') + 1] = 'DIR'
+    result.update(row=row.key, seed=seed, flags=flags)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    files.write_json(path, result)
     for name in os.listdir(folder):     # resuming is over
         if name.startswith('snapshot_iter_'):
             os.remove(os.path.join(folder, name))
@@ -249,6 +255,7 @@ def plot(results, path):
     """Validation error by epoch of every finished cell: a colour per row,
     a line style per seed."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use('Agg')
     from matplotlib import pyplot
     figure, axes = pyplot.subplots(figsize=(7, 4.5))
@@ -264,6 +271,10 @@ def plot(results, path):
     axes.set_xlabel('epoch')
     axes.set_ylabel('validation error %')
     axes.set_yscale('log')
+    plain = matplotlib.ticker.FormatStrFormatter('%.2g')
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.grid(True, which='both', alpha=0.3)
     if axes.lines:
         axes.legend(fontsize='small', ncol=2)
@@ -290,6 +301,9 @@ def build_parser():
     p.add_argument('--data-dir', default=None)
     p.add_argument('--rows', nargs='+', metavar='ROW',
                    help='only these rows of the grid')
+    p.add_argument('--report', action='store_true',
+                   help='run no cell: remake the table and the curves from '
+                   'the cells finished so far')
     p.add_argument('--communicator', default=None,
                    choices=distributed.COMMUNICATORS,
                    help='train each run data-parallel with ChainerMN, '
@@ -312,14 +326,17 @@ def main(argv=None):
             ' '.join(unknown), args.grid, ', '.join(keys)))
     out = args.out or os.path.join(ROOT, 'experiments', args.grid)
     cli.writable_dir(out)
-    command = 'python experiments/grid.py ' + ' '.join(
-        shlex.quote(a) for a in argv)
+    command = 'python experiments/grid.py ' + ' '.join(   # what makes it
+        shlex.quote(a) for a in argv if a != '--report')
 
     # seed by seed, so that a grid cut off early has every row once
     rows = [row for row in grid.rows if not args.rows or row.key in args.rows]
     results = {row.key: [] for row in rows}
     for seed in args.seeds:
         for row in rows:
+            if args.report and not os.path.exists(result_path(out, row,
+                                                              seed)):
+                continue
             result = run_cell(out, row, seed, grid, args)
             results[row.key].append(result)
             print('{} seed {}: {:.2f}% test error'.format(

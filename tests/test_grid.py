@@ -88,6 +88,7 @@ def test_a_cell_runs_once_and_its_result_is_kept(tmp_path):
     assert result['parameters'] > 6_000_000
     assert [epoch for epoch, _ in result['validation']] == [1]
     assert result['routing_path'] == 'kernel Squash + 2 Chainer functions'
+    assert result['flags'][result['flags'].index('--data-dir') + 1] == 'DIR'
     folder = tmp_path / 'runs' / 'uniform' / 'seed0'
     assert not [n for n in os.listdir(folder) if n.startswith('snapshot')]
     assert (tmp_path / 'validation.png').stat().st_size > 0
@@ -99,3 +100,10 @@ def test_a_cell_runs_once_and_its_result_is_kept(tmp_path):
     again = run('experiments/grid.py', *args)
     assert 'uniform seed 0:' in again.stdout
     assert result_path.read_text() == before
+    # --report runs no cell: attention has none yet
+    (tmp_path / 'routers.md').unlink()
+    report = run('experiments/grid.py', *args[:3], 'attention', *args[3:],
+                 '--report')
+    assert 'attention seed' not in report.stdout
+    assert not (tmp_path / 'runs' / 'attention').exists()
+    assert '| `uniform` |' in (tmp_path / 'routers.md').read_text()
