@@ -2,21 +2,12 @@
 is never recomputed; the table gives every row's mean and spread beside the
 paper's figures; what the routing ran is found, not declared."""
 import argparse
-import importlib.util
 import json
 import os
 
 from conftest import DATA
-from conftest import ROOT
 from conftest import run
-
-
-def load_runner():
-    path = os.path.join(ROOT, 'experiments', 'grid.py')
-    spec = importlib.util.spec_from_file_location('grid', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import script_module
 
 
 def fake_cell(error, seed):
@@ -27,7 +18,7 @@ def fake_cell(error, seed):
 
 
 def test_table_has_every_row_with_mean_and_spread():
-    grid = load_runner()
+    grid = script_module('experiments/grid.py')
     table1 = grid.GRIDS['table1']
     results = {row.key: [fake_cell(1.0, 0), fake_cell(2.0, 1)]
                for row in table1.rows}
@@ -48,7 +39,7 @@ def test_table_has_every_row_with_mean_and_spread():
 
 
 def test_the_routers_table_has_affine_accuracy_and_only_finished_rows():
-    grid = load_runner()
+    grid = script_module('experiments/grid.py')
     routers = grid.GRIDS['routers']
     args = argparse.Namespace(epochs=5, batchsize=128, train_size=None,
                               val_size=5000, test_size=None, gpu=-1,
@@ -65,7 +56,7 @@ def test_the_routers_table_has_affine_accuracy_and_only_finished_rows():
 
 def test_the_routing_path_is_what_the_router_ran():
     from capsnet.model import CapsNet
-    grid = load_runner()
+    grid = script_module('experiments/grid.py')
     small = dict(n_classes=3, in_size=20)
     assert grid.routing_path(CapsNet(**small)) == 'kernel DynamicRouting'
     assert grid.routing_path(CapsNet(router='uniform', **small)) == \
