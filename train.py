@@ -66,6 +66,11 @@ def build_parser():
                    "2000 --lr-min 1e-6); default: once an epoch")
     p.add_argument('--lr-min', type=cli.number(0, 1), default=0.0,
                    help='the step size never decays below this')
+    p.add_argument('--lr-warmup', type=cli.integer(0), default=None,
+                   help="grow Adam's steps linearly over this run's first N "
+                   'updates (default: 100 for your own data, where it takes '
+                   'a small set out of chance sooner; 0, the paper\'s, for '
+                   'the others)')
     p.add_argument('--plain', action='store_true',
                    help='run every op as its readable composition in '
                    'capsnet/functions.py instead of its fast kernel, so '
@@ -139,6 +144,8 @@ def main(argv=None):
     dataset = datasets.get(args.dataset, args.data_dir,
                            args.multimnist_shift)
     arrays = dataset.load()
+    if args.lr_warmup is None:
+        args.lr_warmup = dataset.warmup
     model_options.update(dataset.model_options(arrays, architecture,
                                                args.canvas))
     if args.val_size is None:                 # recorded in options.json
@@ -205,6 +212,8 @@ def main(argv=None):
             trainer.extend(cluster.evaluator(capsnet_extensions.Evaluator(
                 it, loss, converter=eval_converter, device=device)),
                 name=name)
+    if args.lr_warmup:
+        trainer.extend(capsnet_extensions.Warmup(args.lr_warmup))
     if args.lr_decay_steps:
         trainer.extend(capsnet_extensions.ContinuousDecay(
             args.lr, args.lr_decay, args.lr_decay_steps, args.lr_min,

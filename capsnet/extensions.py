@@ -73,6 +73,29 @@ class ContinuousDecay(chainer.training.Extension):
             self.floor)
 
 
+class Warmup(chainer.training.Extension):
+    """Adam's steps grow linearly over this run's first ``updates`` updates,
+    through its ``eta`` (Chainer's multiplier of the whole step), so that
+    whatever schedule sets ``alpha`` is kept. Adam's first updates move
+    every weight by about the step size, whatever its scale; a warm-up is
+    the usual remedy (Liu et al. 2020, RAdam), and docs/training.md
+    measures what it does to a small set's slow start. It depends on the
+    iteration alone, so a resumed run continues it exactly."""
+
+    trigger = 1, 'iteration'
+
+    def __init__(self, updates):
+        self.updates = updates
+
+    def initialize(self, trainer):
+        self(trainer)           # the first update, or the first after resume
+
+    def __call__(self, trainer):
+        updater = trainer.updater
+        updater.get_optimizer('main').eta = min(
+            1.0, (updater.iteration + 1) / self.updates)
+
+
 class Patience(chainer.training.Extension):
     """Counts the epochs since ``key`` (a validation accuracy) last rose.
 

@@ -58,6 +58,7 @@ def test_a_class_folder_tree_trains_and_evaluates(tree, tmp_path):
                                     in_channels=1, class_names=NAMES,
                                     subtract_ground=True)
     assert options['train']['val_size'] == 8          # a tenth of 81
+    assert options['train']['lr_warmup'] == 100       # own data's default
     report = json.loads(run_here('analyze.py', '--load', str(out),
                                  '--dataset', str(tree),
                                  '--evaluate').stdout)

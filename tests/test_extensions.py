@@ -22,8 +22,9 @@ def test_step_size_is_the_official_formula():
     assert capsnet_extensions.step_size(20, 1e-3, 0.5, 1, 1e-6) == 1e-6
 
 
-def run(iterations, snapshot=None, resume=None, start=0):
-    """A tiny Trainer with ContinuousDecay; the alpha of each update."""
+def run(iterations, snapshot=None, resume=None, start=0, warmup=None):
+    """A tiny Trainer with ContinuousDecay; the alpha of each update (with
+    ``warmup``, a Warmup too, and each update's (alpha, eta))."""
     numpy.random.seed(0)
     model = L.Classifier(L.Linear(3, 2))
     optimizer = chainer.optimizers.Adam(alpha=1e-3)
@@ -31,7 +32,9 @@ def run(iterations, snapshot=None, resume=None, start=0):
     seen = []
 
     def loss(x, t):
-        seen.append(optimizer.alpha)      # what this update will use
+        # what this update will use
+        seen.append((optimizer.alpha, optimizer.eta) if warmup
+                    else optimizer.alpha)
         return model(x, t)
     data = chainer.datasets.TupleDataset(
         numpy.ones((8, 3), numpy.float32), numpy.zeros(8, numpy.int32))
@@ -39,6 +42,8 @@ def run(iterations, snapshot=None, resume=None, start=0):
         chainer.iterators.SerialIterator(data, 4), optimizer, loss_func=loss)
     trainer = training.Trainer(updater, (iterations, 'iteration'))
     trainer.extend(capsnet_extensions.ContinuousDecay(1e-3, 0.5, 3, start=start))
+    if warmup:
+        trainer.extend(capsnet_extensions.Warmup(warmup))
     if resume:
         chainer.serializers.load_npz(resume, trainer)
     trainer.run()
@@ -54,6 +59,16 @@ def test_every_update_uses_the_step_size_of_its_iteration(tmp_path):
     run(4, snapshot=snapshot)
     numpy.testing.assert_allclose(run(7, resume=snapshot), want[4:],
                                   rtol=1e-12)
+
+
+def test_a_warmup_grows_the_steps_and_keeps_the_schedule(tmp_path):
+    # eta rises over 4 updates; alpha keeps ContinuousDecay's schedule
+    want = [(1e-3 * 0.5 ** (k / 3), min(1, (k + 1) / 4)) for k in range(6)]
+    numpy.testing.assert_allclose(run(6, warmup=4), want, rtol=1e-12)
+    snapshot = str(tmp_path / 'snapshot')
+    run(2, snapshot=snapshot, warmup=4)
+    numpy.testing.assert_allclose(run(6, resume=snapshot, warmup=4),
+                                  want[2:], rtol=1e-12)
 
 
 def test_a_run_from_init_goes_on_from_the_models_place(tmp_path):

@@ -45,6 +45,7 @@ def test_train_leaves_model_log_plots_snapshots(trained):
         assert key in log[-1]
     options = json.loads((trained / 'options.json').read_text())
     assert options['model']['routing'] == 3 and options['train']['epoch'] == 2
+    assert options['train']['lr_warmup'] == 0         # the paper's, on MNIST
 
 
 def test_the_progress_bar_gives_a_rate_from_its_first_line(tmp_path):
