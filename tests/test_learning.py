@@ -42,3 +42,23 @@ def test_short_training_run_learns_mnist(router, steps, floor):
         lengths, _ = model(x)
     accuracy = float((lengths.array.argmax(axis=1) == t).mean())
     assert accuracy > floor, accuracy           # chance is 0.1
+
+
+def test_a_small_set_of_your_own_leaves_chance_in_its_first_epochs(
+        tmp_path):
+    """Issue 41's case: 3 classes of 1,800 upright shapes, dark on light
+    paper, batch 32. With its own data's defaults (the ground to black,
+    Adam warmed up over 100 updates) it passed 97% validation accuracy by
+    update 137 for three seeds; at the paper's MNIST defaults it sat at
+    chance through update 183 (docs/training.md)."""
+    import json
+    from conftest import run_here
+    from conftest import script_module
+    shapes = tmp_path / 'shapes.npz'
+    script_module('experiments/shapes.py').main([str(shapes)])
+    out = tmp_path / 'run'
+    run_here('train.py', '--dataset', str(shapes), '--save', str(out),
+             '-b', '32', '-e', '3', '--seed', '0')
+    log = json.loads((out / 'log').read_text())
+    assert log[-1]['iteration'] == 137
+    assert log[-1]['validation/main/accuracy'] >= 0.9, log
