@@ -50,50 +50,57 @@ def step_size(iteration, lr, rate, steps, floor=0.0):
     return max(lr * rate ** (iteration / steps), floor)
 
 
-class ContinuousDecay(chainer.training.Extension):
-    """Sets the optimizer's ``alpha`` to ``step_size`` before every update.
-    It depends on the iteration alone, so a resumed run continues it
-    exactly, with nothing to snapshot. ``start``: the updates that trained
-    the model before this run (train.py --init), so that the schedule goes
-    on from its place."""
+class PerUpdate(chainer.training.Extension):
+    """Sets the optimizer's hyperparameter ``name`` to ``value(iteration)``
+    before every update. It depends on the iteration alone, so a resumed
+    run continues it exactly, with nothing to snapshot."""
 
     trigger = 1, 'iteration'
+    name = None
+
+    def value(self, iteration):
+        raise NotImplementedError
+
+    def initialize(self, trainer):
+        self(trainer)           # the first update, or the first after resume
+
+    def __call__(self, trainer):
+        updater = trainer.updater
+        setattr(updater.get_optimizer('main'), self.name,
+                self.value(updater.iteration))
+
+
+class ContinuousDecay(PerUpdate):
+    """Adam's ``alpha`` from ``step_size`` before every update. ``start``:
+    the updates that trained the model before this run (train.py --init),
+    so that the schedule goes on from its place."""
+
+    name = 'alpha'
 
     def __init__(self, lr, rate, steps, floor=0.0, start=0):
         self.lr, self.rate, self.steps, self.floor = lr, rate, steps, floor
         self.start = start
 
-    def initialize(self, trainer):
-        self(trainer)           # the first update, or the first after resume
-
-    def __call__(self, trainer):
-        updater = trainer.updater
-        updater.get_optimizer('main').alpha = step_size(
-            self.start + updater.iteration, self.lr, self.rate, self.steps,
-            self.floor)
+    def value(self, iteration):
+        return step_size(self.start + iteration, self.lr, self.rate,
+                         self.steps, self.floor)
 
 
-class Warmup(chainer.training.Extension):
+class Warmup(PerUpdate):
     """Adam's steps grow linearly over this run's first ``updates`` updates,
     through its ``eta`` (Chainer's multiplier of the whole step), so that
     whatever schedule sets ``alpha`` is kept. Adam's first updates move
     every weight by about the step size, whatever its scale; a warm-up is
     the usual remedy (Liu et al. 2020, RAdam), and docs/training.md
-    measures what it does to a small set's slow start. It depends on the
-    iteration alone, so a resumed run continues it exactly."""
+    measures what it does to a small set's slow start."""
 
-    trigger = 1, 'iteration'
+    name = 'eta'
 
     def __init__(self, updates):
         self.updates = updates
 
-    def initialize(self, trainer):
-        self(trainer)           # the first update, or the first after resume
-
-    def __call__(self, trainer):
-        updater = trainer.updater
-        updater.get_optimizer('main').eta = min(
-            1.0, (updater.iteration + 1) / self.updates)
+    def value(self, iteration):
+        return min(1.0, (iteration + 1) / self.updates)
 
 
 class Patience(chainer.training.Extension):
