@@ -99,8 +99,8 @@ class OwnData(Dataset):
     def load(self, parts=('train', 'test')):
         arrays, self.classes = custom_data.load(self.name)
         if self.subtract_ground:
-            arrays = {part: (images.subtract_ground(x), y) if x is not None
-                      else (x, y) for part, (x, y) in arrays.items()}
+            arrays = {part: (images.subtract_ground(x), y)
+                      for part, (x, y) in arrays.items()}
         return {part: arrays[part] for part in parts}
 
     def model_options(self, arrays, architecture, canvas=None):
