@@ -118,9 +118,14 @@ def build_parser():
     p.add_argument('--init', default=None,
                    help='start from the weights of this model (a model file, '
                    'or a folder holding model.npz) and from its place in the '
-                   "step-size schedule, read from its folder's log; Adam's "
+                   "step-size schedule, read from its folder's log (unless "
+                   "--restart-schedule); Adam's "
                    'moments start fresh. The model must have this run\'s '
                    'options (architecture, input side, classes, ...)')
+    p.add_argument('--restart-schedule', action='store_true',
+                   help='with --init: the step-size schedule starts at --lr '
+                   "on this run's first update, not at the model's place in "
+                   'it (to fine-tune, or to anneal a long run anew)')
     p.add_argument('--seed', type=cli.SEED, default=0)
     p.add_argument('--communicator', default=None,
                    choices=distributed.COMMUNICATORS,
@@ -132,6 +137,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.restart_schedule and not args.init:
+        raise UserError('--restart-schedule needs --init: a run of its own '
+                        'starts its schedule at --lr anyway')
     cluster = distributed.create(args.communicator, args.gpu)
     device = cli.get_device(cluster.device_id(args.gpu))
     out = cli.writable_dir(args.save)
@@ -173,9 +181,13 @@ def main(argv=None):
     model = architecture(fused=not args.plain, **model_options)
     if cluster.is_root:
         run_folder.check(out, model)
-    # where the step-size schedule starts (options.json records it)
-    args.init_iteration, args.init_epoch = (
-        run_folder.init_from(args.init, model) if args.init else (0, 0))
+    # the updates and epochs that trained the model before this run, and
+    # where its step-size schedule starts (options.json records both)
+    trained, place = (run_folder.init_from(args.init, model) if args.init
+                      else ((0, 0), (0, 0)))
+    args.init_iteration, args.init_epoch = trained
+    args.schedule_iteration, args.schedule_epoch = (
+        (0, 0) if args.restart_schedule else place)
     model.to_device(device)
     loss = model.with_loss(recon_weight=args.recon_weight,
                            margin_loss=args.margin_loss)
@@ -217,11 +229,11 @@ def main(argv=None):
     if args.lr_decay_steps:
         trainer.extend(capsnet_extensions.ContinuousDecay(
             args.lr, args.lr_decay, args.lr_decay_steps, args.lr_min,
-            start=args.init_iteration))
+            start=args.schedule_iteration))
     else:
         trainer.extend(extensions.ExponentialShift(
             'alpha', args.lr_decay, init=max(
-                args.lr * args.lr_decay ** args.init_epoch, args.lr_min),
+                args.lr * args.lr_decay ** args.schedule_epoch, args.lr_min),
             target=args.lr_min or None), trigger=(1, 'epoch'))
     # uncompressed: zlib took 2.75 s for the 99 MB of a CapsNet snapshot;
     # written before training goes on, so that a killed run has it. A

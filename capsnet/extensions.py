@@ -72,8 +72,8 @@ class PerUpdate(chainer.training.Extension):
 
 class ContinuousDecay(PerUpdate):
     """Adam's ``alpha`` from ``step_size`` before every update. ``start``:
-    the updates that trained the model before this run (train.py --init),
-    so that the schedule goes on from its place."""
+    the model's place in the schedule before this run (train.py --init),
+    so that the schedule goes on from there."""
 
     name = 'alpha'
 

@@ -115,29 +115,36 @@ def load_snapshot(path, trainer):
 
 
 def trained_so_far(directory):
-    """(iterations, epochs) that trained the model of the run or shipped
-    folder ``directory``: those of the log entry at which it was saved (the
-    first with the best validation accuracy, else the last entry), plus
-    those its own run started from (--init). (0, 0) without a log."""
+    """What trained the model of the run or shipped folder ``directory``,
+    as two (iterations, epochs): those in all, and its place in its
+    step-size schedule. Each is the log entry at which it was saved (the
+    first with the best validation accuracy, else the last entry) plus
+    where its own run started: the model it started from (--init), and
+    that model's place, or 0 where the run restarted the schedule
+    (--restart-schedule). Both (0, 0) without a log."""
     advice = 'delete it, or give --init the model file alone'
     log = read_json(directory, 'log', advice)
     if not log or not isinstance(log, list):
-        return 0, 0
+        return (0, 0), (0, 0)
     key = 'validation/main/accuracy'
     scored = [entry for entry in log if key in entry]
     saved = (max(scored, key=lambda entry: entry[key]) if scored
              else log[-1])      # max() keeps the first of equal values
     train = (read_json(directory, 'options.json', advice) or {}).get(
         'train', {})
-    return (saved['iteration'] + train.get('init_iteration', 0),
-            saved['epoch'] + train.get('init_epoch', 0))
+    init = train.get('init_iteration', 0), train.get('init_epoch', 0)
+    # runs from before --restart-schedule record only their init
+    schedule = (train.get('schedule_iteration', init[0]),
+                train.get('schedule_epoch', init[1]))
+    return ((saved['iteration'] + init[0], saved['epoch'] + init[1]),
+            (saved['iteration'] + schedule[0], saved['epoch'] + schedule[1]))
 
 
 def init_from(path, model):
     """Copy into ``model`` the weights of the model file ``path`` (or of a
     folder's model.npz), which must have been built with the same options;
-    returns (iterations, epochs) that trained it, where its folder's log
-    says so, else (0, 0)."""
+    returns what trained it, in all and in its schedule, where its
+    folder's log says so (trained_so_far)."""
     path = model_file.path_for(path)
     trained = model_file.load(path)
     # fine-tuning may name the classes anew, and take its own images'

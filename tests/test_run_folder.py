@@ -29,6 +29,31 @@ def test_the_shipped_model_fine_tunes_on_your_own_digits():
     from conftest import ROOT
     numpy.random.seed(0)
     model = CapsNet(subtract_ground=True, class_names=list('abcdefghij'))
-    trained = run_folder.init_from(os.path.join(ROOT, 'saved_model'), model)
-    assert trained[0] > 0
+    (iterations, _), _ = run_folder.init_from(
+        os.path.join(ROOT, 'saved_model'), model)
+    assert iterations > 0
     assert model.options['subtract_ground'] is True
+
+
+def test_trained_so_far_counts_the_runs_before_and_the_schedules_restart(
+        tmp_path):
+    import json
+
+    def folder(train):
+        (tmp_path / 'log').write_text(json.dumps([
+            {'epoch': 1, 'iteration': 10, 'validation/main/accuracy': 0.5},
+            {'epoch': 2, 'iteration': 20, 'validation/main/accuracy': 0.7},
+            {'epoch': 3, 'iteration': 30, 'validation/main/accuracy': 0.7}]))
+        (tmp_path / 'options.json').write_text(json.dumps({'train': train}))
+        return run_folder.trained_so_far(str(tmp_path))
+
+    # saved at the first best epoch; a run from before --restart-schedule
+    # continued its model's schedule
+    assert folder({'init_iteration': 100, 'init_epoch': 5}) == (
+        (120, 7), (120, 7))
+    assert folder({'init_iteration': 100, 'init_epoch': 5,
+                   'schedule_iteration': 0, 'schedule_epoch': 0}) == (
+        (120, 7), (20, 2))
+    assert folder({}) == ((20, 2), (20, 2))
+    (tmp_path / 'log').unlink()
+    assert run_folder.trained_so_far(str(tmp_path)) == ((0, 0), (0, 0))

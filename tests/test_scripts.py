@@ -140,9 +140,29 @@ def test_init_continues_a_shipped_model_where_its_schedule_left_off(
     # continued from the continuation, the counts add up
     from capsnet import model_file
     from capsnet import run_folder
+    trained = best['iteration'] + 4, best['epoch'] + 1
     assert run_folder.init_from(str(out), model_file.load(
-        str(out / 'model.npz'))) == (best['iteration'] + 4,
-                                     best['epoch'] + 1)
+        str(out / 'model.npz'))) == (trained, trained)
+    # a schedule that shrinks a hundredfold every update has decayed to
+    # nothing at the model's place, and moves the weights where it starts
+    # again at --lr
+    schedule = ['-e', '1', '--lr', '1e-2', '--lr-decay', '0.01',
+                '--lr-decay-steps', '1', '--init', str(ship)]
+    moved = {}
+    for restart in (False, True):
+        run = tmp_path / 'restart{}'.format(restart)
+        run_here('train.py', *TINY, '--save', str(run), *schedule,
+                 *['--restart-schedule'] * restart)
+        before, after = (model_file.load(str(path)) for path in (
+            ship / 'model.npz', run / 'model.npz'))
+        moved[restart] = max(abs(a.array - b.array).max() for a, b in zip(
+            before.params(), after.params()))
+        train = json.loads((run / 'options.json').read_text())['train']
+        assert (train['init_iteration'], train['schedule_iteration']) == (
+            best['iteration'], 0 if restart else best['iteration'])
+    assert moved[False] < 1e-6 < 1e-3 < moved[True], moved
+    refuses('--restart-schedule needs --init', 'train.py', *TINY, '--save',
+            str(tmp_path / 'n'), '--restart-schedule')
     refuses('holds a model of other options than this run builds (routing '
             '3 vs 1', 'train.py', *TINY, '--save', str(tmp_path / 'r1'),
             '--init', str(ship), '--routing', '1')
