@@ -15,8 +15,8 @@ with train.py into OUT/runs/ROW/seedK (not in git); a cell that was cut off
 resumes from its newest snapshot when the command runs again. The model
 that validation picked is evaluated once on the test set with analyze.py
 --evaluate (and --affine where the grid asks), and what the table needs
-goes to OUT/results/ROW-seedK.json: test error, parameters, seconds per
-epoch, whether the routing ran a fast kernel, the validation curve. Those
+goes to OUT/results/ROW-seedK.json: test error, parameters, each epoch's
+seconds, whether the routing ran a fast kernel, the validation curve. Those
 small files are committed: a cell that has one is done and never runs
 again, wherever its run folder went. OUT/GRID.md (the table) and the
 validation curves (--figure) are remade from every finished cell; --report
@@ -140,13 +140,16 @@ def cell_result(folder, evaluation, affine):
     validated = [entry for entry in log
                  if 'validation/main/accuracy' in entry]
     model = model_file.load(model_file.path_for(folder))
+    # each epoch's wall time (Chainer's elapsed_time, which a pause swells,
+    # and a resume too: that epoch redoes the work since its snapshot)
+    ends = [0.0] + [entry['elapsed_time'] for entry in log]
+    epoch_seconds = [round(b - a, 1) for a, b in zip(ends, ends[1:])]
     return {
         'error_percent': evaluation['error_percent'],
         'affine_accuracy_percent': (round(100 * affine['accuracy'], 4)
                                     if affine else None),
         'parameters': int(sum(p.size for p in model.params())),
-        'seconds_per_epoch': round(log[-1]['elapsed_time'] /
-                                   log[-1]['epoch'], 1),
+        'epoch_seconds': epoch_seconds,
         'routing_path': routing_path(model),
         'validation': [[e['epoch'], e['validation/main/accuracy']]
                        for e in validated],
@@ -215,12 +218,12 @@ def spread(values, digits=2):
 
 def markdown(grid, results, args, command):
     """The table of every row with a finished cell: mean and spread over
-    its seeds."""
+    its seeds; the median of its epochs' wall times."""
     paper = any(row.paper for row in grid.rows)
     header = list(grid.header) + ['test error %'] + (
         ['affine accuracy %'] if grid.affine else []) + [
-        'parameters', 's / epoch', 'routing ran'] + (['paper'] if paper
-                                                     else [])
+        'parameters', 's / epoch (median)', 'routing ran'] + (
+            ['paper'] if paper else [])
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + ' --- |' * len(header)]
     for row in grid.rows:
@@ -233,8 +236,8 @@ def markdown(grid, results, args, command):
             line.append(spread([c['affine_accuracy_percent']
                                 for c in cells]))
         line += ['{:,}'.format(cells[0]['parameters']),
-                 '{:.0f}'.format(statistics.mean(
-                     c['seconds_per_epoch'] for c in cells)),
+                 '{:.0f}'.format(statistics.median(
+                     s for c in cells for s in c['epoch_seconds'])),
                  cells[0]['routing_path']]
         if paper:
             line.append(row.paper)

@@ -12,7 +12,7 @@ from conftest import script_module
 
 def fake_cell(error, seed):
     return {'error_percent': error, 'affine_accuracy_percent': 90.0 + error,
-            'parameters': 1234567, 'seconds_per_epoch': 400.0 + seed,
+            'parameters': 1234567, 'epoch_seconds': [400.0, 401.0, 9000.0],
             'routing_path': '34 Chainer functions', 'seed': seed,
             'validation': [[1, 0.9], [2, 0.95]]}
 
@@ -28,7 +28,7 @@ def test_table_has_every_row_with_mean_and_spread():
     text = grid.markdown(table1, results, args, 'python experiments/grid.py')
     rows = [line for line in text.splitlines() if line.startswith('| ')]
     assert len(rows) == 2 + len(table1.rows)
-    assert all('| 1.50 ± 0.71 (n=2) | 1,234,567 | 400 | 34 Chainer functions |' in row
+    assert all('| 1.50 ± 0.71 (n=2) | 1,234,567 | 401 | 34 Chainer functions |' in row
                for row in rows[2:])
     for paper in ('0.39', '0.34 ± 0.032', '0.29 ± 0.011', '0.35 ± 0.036',
                   '0.25 ± 0.005'):
@@ -48,9 +48,9 @@ def test_the_routers_table_has_affine_accuracy_and_only_finished_rows():
                          'c')
     rows = [line for line in text.splitlines() if line.startswith('| ')]
     assert rows[0] == ('| router | test error % | affine accuracy % | '
-                       'parameters | s / epoch | routing ran |')
+                       'parameters | s / epoch (median) | routing ran |')
     assert rows[2] == ('| `uniform` | 0.50 (n=1) | 90.50 (n=1) | 1,234,567 '
-                       '| 400 | 34 Chainer functions |')
+                       '| 401 | 34 Chainer functions |')
     assert len(rows) == 3
 
 
@@ -78,6 +78,8 @@ def test_a_cell_runs_once_and_its_result_is_kept(tmp_path):
     assert 0 <= result['affine_accuracy_percent'] <= 100
     assert result['parameters'] > 6_000_000
     assert [epoch for epoch, _ in result['validation']] == [1]
+    assert len(result['epoch_seconds']) == 1
+    assert result['epoch_seconds'][0] > 0
     assert result['routing_path'] == 'kernel Squash + 2 Chainer functions'
     assert result['flags'][result['flags'].index('--data-dir') + 1] == 'DIR'
     folder = tmp_path / 'runs' / 'uniform' / 'seed0'
