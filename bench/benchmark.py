@@ -14,7 +14,7 @@ that off).
     python bench/benchmark.py --batch 128 --steps 5 --warmup 2 [-g 0]
     python bench/benchmark.py --model baseline --batch 32 --steps 3 --warmup 1
     python bench/benchmark.py --readable squash length    # those two readable
-    python bench/benchmark.py --router attention
+    python bench/benchmark.py --router attention   # any of train.py's model flags
 
 --readable runs the named ops as their readable compositions (capsnet/ops.py)
 and --plain every op, so that a kernel's worth is the ratio of two runs.
@@ -36,7 +36,7 @@ import chainer.links as L  # noqa: E402
 from capsnet import adam  # noqa: E402
 from capsnet import cli  # noqa: E402
 from capsnet import kernels  # noqa: E402
-from capsnet import routing  # noqa: E402
+from capsnet import options  # noqa: E402
 from capsnet.ops import fast_ops  # noqa: E402
 from capsnet.model import ARCHITECTURES  # noqa: E402
 from capsnet.model import CapsNetLoss  # noqa: E402
@@ -65,9 +65,6 @@ def build_parser():
     p.add_argument('--batch', type=cli.BATCH, default=128)
     p.add_argument('--steps', type=cli.integer(1, 10000), default=5)
     p.add_argument('--warmup', type=cli.integer(0, 1000), default=2)
-    p.add_argument('--routing', type=cli.ROUTING, default=3)
-    p.add_argument('--router', default='dynamic',
-                   choices=sorted(routing.ROUTERS))
     p.add_argument('--readable', nargs='+', default=(), choices=fast_ops(),
                    metavar='OP', help='run these ops readable: {}'.format(
                        ', '.join(fast_ops())))
@@ -77,6 +74,8 @@ def build_parser():
     p.add_argument('--seed', type=cli.SEED, default=0)
     p.add_argument('--per-batch-weights', action='store_true',
                    help='evaluate without frozen_weights()')
+    # the models' own options, as train.py takes them
+    options.add_flags(p, ARCHITECTURES.values())
     return p
 
 
@@ -86,14 +85,11 @@ def main(argv=None):
     xp = device.xp
     sync = synchronizer(xp)
     numpy.random.seed(args.seed)
-    if args.model == 'baseline':
-        model = ARCHITECTURES['baseline'](fused=not args.plain)
-        loss = L.Classifier(model)
-    else:
-        model = ARCHITECTURES['capsnet'](router=args.router,
-                                         routing=args.routing,
-                                         fused=not args.plain)
-        loss = CapsNetLoss(model)
+    architecture = ARCHITECTURES[args.model]
+    model = architecture(fused=not args.plain,
+                         **options.from_flags(architecture, args))
+    loss = (L.Classifier(model) if args.model == 'baseline'
+            else CapsNetLoss(model))
     model.ops.readable = frozenset(args.readable)     # the router's too
     model.to_device(device)
     optimizer = adam.Adam(alpha=1e-3)
@@ -120,6 +116,7 @@ def main(argv=None):
         'batch': args.batch,
         'routing': args.routing if args.model == 'capsnet' else None,
         'router': args.router if args.model == 'capsnet' else None,
+        'options': model.options,
         'readable': 'all' if args.plain else sorted(args.readable),
         'frozen_weights_in_eval': not args.per_batch_weights,
         'warmup': args.warmup, 'steps': args.steps,

@@ -1,7 +1,8 @@
-"""The PyTorch references of bench/: the same architectures as capsnet's
-(the same parameter count), the same JSON as bench/benchmark.py, a loss
-that falls, and bench/side_by_side.py running against them by default.
-They need the bench extra (pip install -e ".[bench]"): skipped without it
+"""bench/benchmark.py builds the model train.py's flags describe. The
+PyTorch references of bench/: the same architectures as capsnet's (the
+same parameter count), the same JSON as bench/benchmark.py, a loss that
+falls, and bench/side_by_side.py running against them by default. These
+need the bench extra (pip install -e ".[bench]"): skipped without it
 on a user's machine, failed in CI, which installs it."""
 import importlib.util
 import json
@@ -41,6 +42,14 @@ def test_a_reference_reports_what_the_benchmark_does(torch, model):
             'max_rss_mib', 'machine'}
     assert keys <= set(ours) and keys == set(theirs)
     assert theirs['train_img_s'] > 0 and theirs['eval_img_s'] > 0
+
+
+def test_the_benchmark_builds_the_model_of_train_pys_model_flags():
+    ours = one_line('bench/benchmark.py', '--leaky-routing', '--routing',
+                    '2', '--router', 'attention', *TINY)
+    assert {key: ours['options'][key] for key in (
+        'leaky_routing', 'routing', 'router')} == {
+            'leaky_routing': True, 'routing': 2, 'router': 'attention'}
 
 
 def test_the_capsnet_reference_learns_a_batch(torch):
