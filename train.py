@@ -137,6 +137,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    for key in run_folder.PATH_OPTIONS:   # so options.json reads the same
+        if getattr(args, key):            # from any folder
+            setattr(args, key, os.path.abspath(getattr(args, key)))
     if args.restart_schedule and not args.init:
         raise UserError('--restart-schedule needs --init: a run of its own '
                         'starts its schedule at --lr anyway')

@@ -18,13 +18,11 @@ from capsnet import cli
 from capsnet import files
 from capsnet.errors import UserError
 
-PATH_OPTIONS = ('save', 'data_dir', 'resume', 'init')
-
 
 def shipped_options(options):
     """A run's options.json with its paths relative to the current folder."""
     train = dict(options.get('train', {}))
-    for key in PATH_OPTIONS:
+    for key in run_folder.PATH_OPTIONS:
         if train.get(key):
             train[key] = os.path.relpath(train[key])
     return dict(options, train=train)

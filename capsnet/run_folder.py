@@ -13,6 +13,9 @@ from capsnet import model_file
 from capsnet.errors import UserError
 
 SNAPSHOT_FORMAT = 'snapshot_iter_{.updater.iteration}'
+# train.py's options that name files or folders: options.json holds them
+# absolute, a shipped one relative to where it was shipped from
+PATH_OPTIONS = ('save', 'data_dir', 'resume', 'init')
 
 
 def read_json(directory, name, advice):

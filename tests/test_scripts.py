@@ -129,9 +129,12 @@ def test_init_continues_a_shipped_model_where_its_schedule_left_off(
     out = tmp_path / 'more'
     # a step size of 1e-9 keeps the weights: the first validation is the
     # shipped model's own (same images, same options)
-    run_here('train.py', *TINY, '-e', '1', '--save', str(out), '--init',
-             str(ship), '--lr', '1e-9')
+    # given relative, its paths are recorded absolute: the folder a
+    # relative one was relative to is not in options.json
+    run_here('train.py', *TINY, '-e', '1', '--save', os.path.relpath(out),
+             '--init', os.path.relpath(ship), '--lr', '1e-9')
     train = json.loads((out / 'options.json').read_text())['train']
+    assert (train['save'], train['init']) == (str(out), str(ship))
     assert (train['init_iteration'], train['init_epoch']) == (
         best['iteration'], best['epoch'])
     first = json.loads((out / 'log').read_text())[0]
