@@ -14,7 +14,8 @@ PAGES = [os.path.join(ROOT, 'README.md')] + sorted(
     glob.glob(os.path.join(ROOT, 'docs', '*.md')))
 SCRIPTS = ['train.py', 'analyze.py', 'experiments/grid.py',
            'experiments/shapes.py',
-           'experiments/multimnist_gap.py', 'capsnet/doubt.py',
+           'experiments/multimnist_gap.py', 'experiments/curve.py',
+           'capsnet/doubt.py',
            'bench/benchmark.py', 'bench/side_by_side.py',
            'bench/convolution.py', 'capsnet/export.py']
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)\)')
