@@ -15,7 +15,7 @@ import chainer
 
 from capsnet import analysis
 from capsnet import multimnist
-from capsnet.files import atomic_write
+from capsnet.files import write_png
 from capsnet.errors import UserError
 
 
@@ -148,9 +148,7 @@ def save_routing(path, image, maps, truth, predicted, names):
     fig.suptitle('Coupling c_ij after the last routing iteration, averaged '
                  'over the capsule types at each grid position', fontsize=8,
                  y=1.12)
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110,
-                                             bbox_inches='tight'))
-    plt.close(fig)
+    write_png(path, fig, dpi=110, bbox_inches='tight')
 
 
 def save_grid(path, rows, row_labels=(), col_labels=(), title=None,
@@ -191,6 +189,4 @@ def save_grid(path, rows, row_labels=(), col_labels=(), title=None,
             fill=False, edgecolor='red', linewidth=1.5))
     if title:
         ax.set_title(title, fontsize=9, pad=14)
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=110,
-                                             bbox_inches='tight'))
-    plt.close(fig)
+    write_png(path, fig, dpi=110, bbox_inches='tight')

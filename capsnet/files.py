@@ -28,3 +28,11 @@ def atomic_write(path, write):
 def write_json(path, obj):
     atomic_write(path, lambda f: f.write(
         (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode()))
+
+
+def write_png(path, figure, **savefig):
+    """Save a Matplotlib ``figure`` as PNG (``savefig``: its options, such as
+    dpi), atomically, and free it."""
+    from matplotlib import pyplot
+    atomic_write(path, lambda f: figure.savefig(f, format='png', **savefig))
+    pyplot.close(figure)

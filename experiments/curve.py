@@ -66,9 +66,7 @@ def plot(runs, path):
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize='small')
     figure.tight_layout()
-    files.atomic_write(path, lambda f: figure.savefig(f, format='png',
-                                                      dpi=100))
-    pyplot.close(figure)
+    files.write_png(path, figure, dpi=100)
 
 
 def build_parser():

@@ -282,9 +282,7 @@ def plot(results, path):
     if axes.lines:
         axes.legend(fontsize='small', ncol=2)
     figure.tight_layout()
-    files.atomic_write(path, lambda f: figure.savefig(f, format='png',
-                                                      dpi=100))
-    pyplot.close(figure)
+    files.write_png(path, figure, dpi=100)
 
 
 def build_parser():
