@@ -115,7 +115,6 @@ def main(argv=None):
             'cupy' if xp is not numpy else 'numpy'),
         'batch': args.batch,
         'routing': args.routing if args.model == 'capsnet' else None,
-        'router': args.router if args.model == 'capsnet' else None,
         'options': model.options,
         'readable': 'all' if args.plain else sorted(args.readable),
         'frozen_weights_in_eval': not args.per_batch_weights,

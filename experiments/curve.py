@@ -8,7 +8,7 @@
 A run folder is ignored by git and its log goes with it, so the curve keeps
 what it needs of each run's log in a small committed JSON file (RECORD):
 --add NAME FOLDER takes in, or renews, the run NAME from its folder (its
-log, and from its options.json the epochs before it and its schedule),
+log, and from its options.json the epochs and updates before it),
 and the figure is drawn from the record alone.
 """
 import json
@@ -21,25 +21,20 @@ from capsnet import files  # noqa: E402
 from capsnet import run_folder  # noqa: E402
 from capsnet.errors import UserError  # noqa: E402
 
-SCHEDULE = ('lr', 'lr_decay', 'lr_decay_steps', 'lr_min', 'lr_warmup',
-            'restart_schedule', 'seed')
-
-
 def run_record(folder):
     """What the curve needs of the run folder ``folder``: where it started
-    (epochs and updates before it), its schedule, and per epoch its
-    validation and training accuracy."""
+    (epochs and updates before it), and per epoch its validation and
+    training accuracy."""
     advice = 'it is not a run folder of train.py'
     log = run_folder.read_json(folder, 'log', advice)
     options = run_folder.read_json(folder, 'options.json', advice)
     if not log or not options:
         raise UserError('{} has no log or no options.json; {}'.format(
             folder, advice))
-    train = options['train']
+    train = options.get('train', {})
     return {
         'init_epoch': train.get('init_epoch', 0),
         'init_iteration': train.get('init_iteration', 0),
-        'schedule': {key: train.get(key) for key in SCHEDULE},
         'epochs': [[entry['epoch'], entry['iteration'],
                     entry.get('validation/main/accuracy'),
                     entry.get('main/accuracy')] for entry in log],
