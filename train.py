@@ -185,9 +185,15 @@ def main(argv=None):
     if cluster.is_root:
         run_folder.check(out, model)
     # the updates and epochs that trained the model before this run, and
-    # where its step-size schedule starts (options.json records both)
+    # where its step-size schedule starts (options.json records both); a
+    # resumed run keeps its record, since --init's folder may hold a model
+    # shipped from this very run by now
+    resume = (args.resume + cluster.snapshot_suffix if args.resume
+              else cluster.latest_snapshot(out))
     trained, place = (run_folder.init_from(args.init, model) if args.init
                       else ((0, 0), (0, 0)))
+    if resume:
+        trained, place = run_folder.started_from(out, trained, place)
     args.init_iteration, args.init_epoch = trained
     args.schedule_iteration, args.schedule_epoch = (
         (0, 0) if args.restart_schedule else place)
@@ -253,8 +259,6 @@ def main(argv=None):
                               {'model': model.options, 'train': vars(args)})
         add_reports(trainer, model, val is not None)
 
-    resume = (args.resume + cluster.snapshot_suffix if args.resume
-              else cluster.latest_snapshot(out))
     if resume:
         run_folder.load_snapshot(resume, trainer)
         if cluster.is_root:

@@ -135,10 +135,7 @@ def trained_so_far(directory):
              else log[-1])      # max() keeps the first of equal values
     train = (read_json(directory, 'options.json', advice) or {}).get(
         'train', {})
-    init = train.get('init_iteration', 0), train.get('init_epoch', 0)
-    # runs from before --restart-schedule record only their init
-    schedule = (train.get('schedule_iteration', init[0]),
-                train.get('schedule_epoch', init[1]))
+    init, schedule = recorded_start(train)
     return ((saved['iteration'] + init[0], saved['epoch'] + init[1]),
             (saved['iteration'] + schedule[0], saved['epoch'] + schedule[1]))
 
@@ -167,3 +164,23 @@ def init_from(path, model):
                             path, ', '.join(differ)))
     model.copyparams(trained)
     return trained_so_far(os.path.dirname(path) or '.')
+
+
+def started_from(directory, trained, place):
+    """What trained the model a run in ``directory`` started from, and its
+    place in the schedule, as its options.json recorded them when it
+    started; ``trained`` and ``place`` where it records none."""
+    train = (read_json(directory, 'options.json', 'delete it if this '
+                       'folder was made by the same command') or {}).get(
+        'train', {})
+    return (recorded_start(train) if 'init_iteration' in train
+            else (trained, place))
+
+
+def recorded_start(train):
+    """(iterations, epochs) before a run and its schedule's start, from the
+    'train' options of its options.json (0 where there are none)."""
+    init = train.get('init_iteration', 0), train.get('init_epoch', 0)
+    # runs from before --restart-schedule record only their init
+    return init, (train.get('schedule_iteration', init[0]),
+                  train.get('schedule_epoch', init[1]))

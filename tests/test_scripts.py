@@ -164,6 +164,16 @@ def test_init_continues_a_shipped_model_where_its_schedule_left_off(
         assert (train['init_iteration'], train['schedule_iteration']) == (
             best['iteration'], 0 if restart else best['iteration'])
     assert moved[False] < 1e-6 < 1e-3 < moved[True], moved
+    # shipped into the folder it started from and resumed, the run keeps
+    # the start it recorded (the shipped folder now counts its own epoch)
+    run_here('capsnet/export.py', str(out), str(ship))
+    run_here('train.py', *TINY, '-e', '2', '--save', str(out), '--init',
+             str(ship), '--lr', '1e-9')
+    train = json.loads((out / 'options.json').read_text())['train']
+    assert (train['init_iteration'], train['schedule_epoch']) == (
+        best['iteration'], best['epoch'])
+    assert [e['epoch'] for e in json.loads((out / 'log').read_text())] == [
+        1, 2]
     refuses('--restart-schedule needs --init', 'train.py', *TINY, '--save',
             str(tmp_path / 'n'), '--restart-schedule')
     refuses('holds a model of other options than this run builds (routing '
