@@ -71,6 +71,14 @@ def build_parser():
                    'updates (default: 100 for your own data, where it takes '
                    'a small set out of chance sooner; 0, the paper\'s, for '
                    'the others)')
+    p.add_argument('--ema', type=cli.number(0, 1, low_open=True,
+                                         high_open=True),
+                   default=None, metavar='DECAY',
+                   help='validate, test and save an exponential moving '
+                   'average of the weights, updated after every update with '
+                   'this decay (0.999 averages over about 1,000 updates), '
+                   'instead of the weights themselves; the training '
+                   'accuracy stays that of the weights')
     p.add_argument('--plain', action='store_true',
                    help='run every op as its readable composition in '
                    'capsnet/functions.py instead of its fast kernel, so '
@@ -198,8 +206,13 @@ def main(argv=None):
     args.schedule_iteration, args.schedule_epoch = (
         (0, 0) if args.restart_schedule else place)
     model.to_device(device)
-    loss = model.with_loss(recon_weight=args.recon_weight,
-                           margin_loss=args.margin_loss)
+    with_loss = functools.partial(type(model).with_loss,
+                                  recon_weight=args.recon_weight,
+                                  margin_loss=args.margin_loss)
+    loss = with_loss(model)
+    # --ema: the evaluators and the saved model see the weights' average
+    average = model.copy(mode='copy') if args.ema else model
+    average_loss = with_loss(average) if args.ema else loss
     optimizer = cluster.optimizer(adam.Adam(alpha=args.lr),
                                   loss)
 
@@ -231,8 +244,11 @@ def main(argv=None):
             it = chainer.iterators.SerialIterator(
                 images, args.batchsize, repeat=False, shuffle=False)
             trainer.extend(cluster.evaluator(capsnet_extensions.Evaluator(
-                it, loss, converter=eval_converter, device=device)),
+                it, average_loss, converter=eval_converter, device=device)),
                 name=name)
+    if args.ema:
+        trainer.extend(capsnet_extensions.WeightAverage(model, average,
+                                                        args.ema))
     if args.lr_warmup:
         trainer.extend(capsnet_extensions.Warmup(args.lr_warmup))
     if args.lr_decay_steps:
@@ -257,7 +273,7 @@ def main(argv=None):
     if cluster.is_root:         # one writer of the model, log and plots
         files.write_json(os.path.join(out, 'options.json'),
                               {'model': model.options, 'train': vars(args)})
-        add_reports(trainer, model, val is not None)
+        add_reports(trainer, average, val is not None)
 
     if resume:
         run_folder.load_snapshot(resume, trainer)

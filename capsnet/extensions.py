@@ -7,7 +7,8 @@
   (``GracefulStop``), a stop before a non-finite loss reaches any file
   (``FiniteLoss``).
 - What a run leaves: the best model (``MaxValueTrigger``,
-  ``SaveBestModel``), plots written atomically that resume exactly
+  ``SaveBestModel``), or the best of the weights' moving average
+  (``WeightAverage``), plots written atomically that resume exactly
   (``AtomicPlotReport``), the data's random generators in every snapshot
   (``RandomStates``), the progress bar, and the Evaluator that weighs each
   batch by its images.
@@ -314,6 +315,39 @@ class MaxValueTrigger(training.triggers.MaxValueTrigger):
         best = serializer('best_value', numpy.nan if self._best_value is None
                           else self._best_value)
         self._best_value = None if numpy.isnan(best) else best
+
+
+class WeightAverage(chainer.training.Extension):
+    """An exponential moving average of ``link``'s weights, kept in
+    ``average`` (a copy of it) for the evaluators and the saved model to
+    use: after each update, average += (1 - d) (weights - average), with
+    d = min(decay, (1 + n) / (10 + n)) after n updates (TensorFlow's
+    ExponentialMovingAverage with num_updates), so that the first updates
+    move it as much as they move the weights. The steps' noise averages
+    out, while the average follows the weights' drift over about
+    1 / (1 - decay) updates. A run resumed from a snapshot that holds no
+    average starts it at the resumed weights."""
+
+    trigger = 1, 'iteration'
+    priority = chainer.training.PRIORITY_WRITER + 1   # before the Evaluator
+
+    def __init__(self, link, average, decay):
+        self.link, self.average, self.decay = link, average, decay
+        self.n = 0
+
+    def __call__(self, trainer):
+        rate = 1 - min(self.decay, (1 + self.n) / (10 + self.n))
+        for mean, param in zip(self.average.params(), self.link.params()):
+            mean.array += rate * (param.array - mean.array)
+        self.n += 1
+
+    def serialize(self, serializer):
+        try:
+            self.n = int(serializer('n', self.n))
+            self.average.serialize(serializer['average'])
+        except KeyError:        # a snapshot of a run without the average
+            self.n = 0
+            self.average.copyparams(self.link)
 
 
 class SaveBestModel(chainer.training.Extension):

@@ -118,8 +118,9 @@ def refuses(message, script, *args):
 
 def assert_same_training_state(snapshot, other):
     with numpy.load(snapshot) as a, numpy.load(other) as b:
-        keys = [k for k in a.files if k.startswith(('updater/model:main/',
-                                                    'updater/optimizer:'))]
+        keys = [k for k in a.files if k.startswith((
+            'updater/model:main/', 'updater/optimizer:',
+            'extensions/WeightAverage/'))]
         assert len(keys) > 20 and set(keys) <= set(b.files)
         for key in keys:
             numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -1,5 +1,6 @@
 """The run's extensions: Adam's step size follows the official code's
-formula, step by step and across a resume; snapshots come by time."""
+formula, step by step and across a resume; snapshots come by time; the
+weights' moving average follows them by hand."""
 import numpy
 import pytest
 
@@ -132,3 +133,32 @@ def test_snapshot_interval_in_iterations_stays():
     assert writes_of(12, 10, 70.0, iterations=4) == [4, 8, 10, 12]
     # and it needs no clock
     assert writes_of(12, 10, float('nan'), iterations=4) == [4, 8, 10, 12]
+
+
+def test_weight_average_follows_the_weights_by_hand():
+    """Weights 1, 2, 3, 4 after four updates, from 0 with decay 0.27: the
+    decay is min(0.27, (1 + n) / (10 + n)) after n updates: 1/10, 2/11,
+    3/12, then 0.27."""
+    link = chainer.Link()
+    with link.init_scope():
+        link.w = chainer.Parameter(numpy.zeros(2, numpy.float32))
+    average = link.copy(mode='copy')
+    extension = capsnet_extensions.WeightAverage(link, average, 0.27)
+    # 0.9 * 1; 2/11 * 0.9 + 9/11 * 2; 0.25 * 1.8 + 0.75 * 3; 0.27 * 2.7 +
+    # 0.73 * 4
+    for weight, want in zip([1, 2, 3, 4], [0.9, 1.8, 2.7, 3.649]):
+        link.w.array[:] = weight
+        extension(None)
+        numpy.testing.assert_allclose(average.w.array, [want] * 2, rtol=1e-6)
+    # a snapshot keeps it; one without it starts it at the weights
+    saved = chainer.serializers.DictionarySerializer()
+    extension.serialize(saved)
+    again = capsnet_extensions.WeightAverage(link, link.copy(mode='copy'),
+                                             0.27)
+    again.serialize(chainer.serializers.NpzDeserializer(saved.target))
+    assert again.n == 4 and again.average.w.array[0] == pytest.approx(3.649)
+    fresh = capsnet_extensions.WeightAverage(link, link.copy(mode='copy'),
+                                             0.27)
+    fresh.average.w.array[:] = -1
+    fresh.serialize(chainer.serializers.NpzDeserializer({}))
+    assert fresh.n == 0 and list(fresh.average.w.array) == [4.0, 4.0]

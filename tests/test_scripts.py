@@ -357,6 +357,29 @@ def test_a_resumed_run_continues_exactly_as_if_never_stopped(trained,
                                resumed / 'snapshot_iter_8')
 
 
+def test_ema_saves_the_weights_average_and_resumes_it_exactly(tmp_path):
+    ema = [*TINY, '-e', '1', '--ema', '0.5', '--snapshot-interval', '2']
+    whole, resumed = tmp_path / 'whole', tmp_path / 'resumed'
+    run_here('train.py', *ema, '--save', str(whole))
+    run('tests/faults.py', 'signal', 'INT', '2', 'train.py', *ema, '--save',
+        str(resumed), check=False)
+    assert '(iteration 2)' in run_here('train.py', *ema, '--save',
+                                       str(resumed)).stdout
+    assert_same_training_state(whole / 'snapshot_iter_4',
+                               resumed / 'snapshot_iter_4')
+    # validation picked the only epoch's average, not its weights
+    with numpy.load(whole / 'snapshot_iter_4') as snapshot, \
+            numpy.load(whole / 'model.npz') as saved:
+        for name in ('conv1/W', 'digit_W', 'fc3/b'):
+            numpy.testing.assert_array_equal(
+                saved[name],
+                snapshot['extensions/WeightAverage/average/' + name])
+            assert not numpy.array_equal(
+                saved[name], snapshot['updater/model:main/model/' + name])
+    refuses('--ema', 'train.py', *TINY, '--save', str(tmp_path / 'one'),
+            '--ema', '1')
+
+
 def test_canvas_training_evaluates_on_mnist_and_affnist(tmp_path):
     out = tmp_path / 'canvas'
     run_here('train.py', *TINY, '-e', '1', '--canvas', '40', '--save',
