@@ -241,7 +241,8 @@ def assert_logs_agree(cpu, gpu, rel=1e-2):
     TINY,                                                   # MNIST
     [*TINY, '--dataset', 'multimnist', '-e', '1'],
     [*TINY, '--model', 'baseline', '-e', '1'],
-], ids=['mnist', 'multimnist', 'baseline'])
+    [*TINY, '--ema', '0.9'],               # validation reads the average
+], ids=['mnist', 'multimnist', 'baseline', 'ema'])
 def test_train_on_the_gpu_as_on_the_cpu(args, tmp_path):
     assert_logs_agree(*trained_on_both(tmp_path, *args))
 
