@@ -15,6 +15,7 @@ that off).
     python bench/benchmark.py --model baseline --batch 32 --steps 3 --warmup 1
     python bench/benchmark.py --readable squash length    # those two readable
     python bench/benchmark.py --router attention   # any of train.py's model flags
+    python bench/benchmark.py --ema 0.999    # and the weights' average per step
 
 --readable runs the named ops as their readable compositions (capsnet/ops.py)
 and --plain every op, so that a kernel's worth is the ratio of two runs.
@@ -35,6 +36,7 @@ import chainer.links as L  # noqa: E402
 
 from capsnet import adam  # noqa: E402
 from capsnet import cli  # noqa: E402
+from capsnet import extensions  # noqa: E402
 from capsnet import kernels  # noqa: E402
 from capsnet import options  # noqa: E402
 from capsnet.ops import fast_ops  # noqa: E402
@@ -72,6 +74,10 @@ def build_parser():
                    help='run every op readable')
     p.add_argument('-g', '--gpu', type=cli.GPU, default=-1)
     p.add_argument('--seed', type=cli.SEED, default=0)
+    p.add_argument('--ema', type=cli.number(0, 1, low_open=True,
+                                         high_open=True), default=None,
+                   metavar='DECAY', help="each training step also updates "
+                   "the weights' moving average, as train.py --ema does")
     p.add_argument('--per-batch-weights', action='store_true',
                    help='evaluate without frozen_weights()')
     # the models' own options, as train.py takes them
@@ -103,8 +109,15 @@ def main(argv=None):
                 chainer.no_backprop_mode():
             model(x)
 
-    train_times = timed(lambda: optimizer.update(loss, x, t),
-                        args.warmup, args.steps, sync)
+    average = (extensions.WeightAverage(model, model.copy(mode='copy'),
+                                        args.ema) if args.ema else None)
+
+    def train_step():
+        optimizer.update(loss, x, t)
+        if average:
+            average(None)
+
+    train_times = timed(train_step, args.warmup, args.steps, sync)
     frozen = (contextlib.nullcontext() if args.per_batch_weights
               else kernels.frozen_weights())
     with frozen:
@@ -118,6 +131,7 @@ def main(argv=None):
         'options': model.options,
         'readable': 'all' if args.plain else sorted(args.readable),
         'frozen_weights_in_eval': not args.per_batch_weights,
+        'ema': args.ema,
         'warmup': args.warmup, 'steps': args.steps,
         'params': int(sum(p.size for p in model.params())),
         'train_img_s': round(args.batch * args.steps / sum(train_times), 2),

@@ -46,10 +46,11 @@ def test_a_reference_reports_what_the_benchmark_does(torch, model):
 
 def test_the_benchmark_builds_the_model_of_train_pys_model_flags():
     ours = one_line('bench/benchmark.py', '--leaky-routing', '--routing',
-                    '2', '--router', 'attention', *TINY)
+                    '2', '--router', 'attention', '--ema', '0.5', *TINY)
     assert {key: ours['options'][key] for key in (
         'leaky_routing', 'routing', 'router')} == {
             'leaky_routing': True, 'routing': 2, 'router': 'attention'}
+    assert ours['ema'] == 0.5       # and its steps update the average
 
 
 def test_the_capsnet_reference_learns_a_batch(torch):
