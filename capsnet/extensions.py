@@ -322,8 +322,8 @@ class WeightAverage(chainer.training.Extension):
     ``average`` (a copy of it) for the evaluators and the saved model to
     use: after each update, average += (1 - d) (weights - average), with
     d = min(decay, (1 + n) / (10 + n)) after n updates (TensorFlow's
-    ExponentialMovingAverage with num_updates), so that the first updates
-    move it as much as they move the weights. The steps' noise averages
+    ExponentialMovingAverage with num_updates), so that the average soon
+    leaves the weights it started from. The steps' noise averages
     out, while the average follows the weights' drift over about
     1 / (1 - decay) updates. A run resumed from a snapshot that holds no
     average starts it at the resumed weights."""
