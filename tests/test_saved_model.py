@@ -65,5 +65,5 @@ def test_saved_multimnist_model_names_both_digits_of_the_fixture_pairs():
     result = evaluation.report(model, images, labels,
                                chainer.get_device('@numpy'), 256, multi=True)
     # 500 test pairs from the fixture's digits, of which the shipped model
-    # names both digits of 443 (88.6%); all 10,000 pairs are in README.md
-    assert round(result['accuracy'] * result['n']) >= 443, result
+    # names both digits of 439 (87.8%); all 10,000 pairs are in README.md
+    assert round(result['accuracy'] * result['n']) >= 439, result
